@@ -1,0 +1,28 @@
+# Two commands work on a fresh machine: `make run` and `make test` (both set up .venv first).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DATA_ROOT ?= $(abspath ../shared/data)
+export DATA_ROOT
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The main job on the embedded default dataset (scikit-learn's digits), fully offline.
+run: $(STAMP)
+	$(PY) run.py -m optimizer=thermolion,adamw,lion
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_step.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,5 @@
+"""Models of the benchmark."""
+
+from .convnet import ConvNet
+
+__all__ = ["ConvNet"]
