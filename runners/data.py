@@ -99,8 +99,8 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
     DatasetInfo("svhn", 3, 10, True, {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)},
                 _tv("SVHN", lambda s: {"split": s})),
     DatasetInfo("stl10", 3, 10, True,
-                {"train": ("stl10_binary/train_X.bin", "stl10_binary/train_y.bin"),
-                 "test": ("stl10_binary/test_X.bin", "stl10_binary/test_y.bin")},
+                {"train": ("stl10_binary/train_X.bin", "stl10_binary/train_y.bin", "stl10_binary/unlabeled_X.bin"),
+                 "test": ("stl10_binary/test_X.bin", "stl10_binary/test_y.bin", "stl10_binary/unlabeled_X.bin")},
                 _tv("STL10", lambda s: {"split": s})),
     DatasetInfo("digits", 1, 10, False, {"all": ()}, lambda root, split, download: None),
 ]}
