@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io import torch_save
+
 __all__ = ["DATASETS", "PAPER_DATASETS", "DataConfig", "DataError", "DatasetNotFound", "DatasetCorrupt",
            "Prepared", "TensorLoader", "load_split", "prepare", "resolve_root", "resolve_cache_dir",
            "stratified_split", "corrupt_labels"]
@@ -221,16 +223,6 @@ def _open(info: DatasetInfo, root: Path, split: str, download: bool):
         ) from None
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)  # readers see the old file or the complete new one, never a part
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def load_split(name: str, split: str, *, root: Optional[str] = None, download: bool = True,
                image_size: int = 32, cache_dir: Optional[str] = None) -> tuple[Tensor, Tensor]:
     """One split of a dataset as (uint8 N x C x S x S, int64 labels), from the cache when present.
@@ -257,7 +249,7 @@ def load_split(name: str, split: str, *, root: Optional[str] = None, download: b
     except Exception as err:  # noqa: BLE001
         raise DatasetCorrupt(f"dataset '{info.name}' ({split}) under {root_path} could not be converted: "
                              f"{type(err).__name__}: {err}") from None
-    _atomic_save({"version": CACHE_VERSION, "images": images, "labels": labels}, cache)
+    torch_save({"version": CACHE_VERSION, "images": images, "labels": labels}, cache)
     return images, labels
 
 
@@ -390,7 +382,7 @@ class TensorLoader:
     def order(self, epoch: int) -> Tensor:
         if not self.shuffle:
             return torch.arange(len(self.x))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
         return torch.randperm(len(self.x), generator=gen)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:

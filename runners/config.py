@@ -1,0 +1,177 @@
+"""Plain typed run configuration: the one boundary where Hydra's config becomes Python objects.
+
+``RunConfig.from_dict`` takes the resolved config as a plain dict (``run.py`` does the
+``OmegaConf.to_container``); nothing below this module imports Hydra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from thermolion import get_spec
+
+from .data import DataConfig, get_info
+
+__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names it and the accepted values."""
+
+
+# Each protocol's defaults: the Hydra presets in conf/protocol/ set exactly these (a test checks),
+# and run folders name only what differs from them.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "paper": dict(train_subset=5000, eval_split="train", batch_size=1024, epochs=12),
+    "rigorous": dict(train_subset=None, eval_split="test", batch_size=128, epochs=12),
+    "tuned": dict(train_subset=None, eval_split="val", batch_size=128, epochs=12),
+}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False
+    compile: bool = False  # torch.compile the model (GPU)
+    amp: bool = False  # bf16 autocast (GPU)
+    channels_last: bool = False  # (GPU)
+    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
+    checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
+    progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings that differ from the registry's defaults for this optimizer."""
+        defaults = get_spec(self.name).defaults
+        out = {}
+        for k, v in self.kwargs.items():
+            d = defaults.get(k)
+            same = (list(v) == list(d)) if isinstance(v, (list, tuple)) and isinstance(d, (list, tuple)) else v == d
+            if k not in defaults or not same:
+                out[k] = v
+        return out
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    optimizer: OptimizerConfig
+    data: DataConfig
+    trainer: TrainerConfig
+    protocol: str = "rigorous"
+    model: str = "convnet"
+    seed: int = 0
+    results_dir: str = "outputs"
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> "RunConfig":
+        cfg = dict(cfg)
+        cfg.pop("hydra", None)
+        opt = dict(cfg.pop("optimizer"))
+        name = opt.pop("name")
+        try:
+            get_spec(name)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        data = dict(cfg.pop("data", {}))
+        dataset = cfg.pop("dataset")
+        data["name"] = dataset["name"] if isinstance(dataset, dict) else dataset
+        try:
+            get_info(data["name"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        model = cfg.pop("model", {"name": "convnet"})
+        run = cls(
+            optimizer=OptimizerConfig(name, opt),
+            data=_build(DataConfig, data, "data"),
+            trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
+            model=model["name"] if isinstance(model, dict) else model,
+            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir") if k in cfg},
+        )
+        if cfg:
+            raise ConfigError(f"unknown top-level config keys: {sorted(cfg)}")
+        run.validate()
+        return run
+
+    def validate(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        if self.model != "convnet":
+            raise ConfigError(f"unknown model {self.model!r}; the benchmark has 'convnet'")
+        if self.trainer.epochs < 1 or self.trainer.batch_size < 1:
+            raise ConfigError("trainer.epochs and trainer.batch_size must be >= 1")
+        if self.trainer.progress not in ("auto", "on", "off"):
+            raise ConfigError(f"trainer.progress must be auto, on or off, got {self.trainer.progress!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
+
+    # ------------------------------------------------------------------ identity
+    def result_settings(self) -> dict[str, Any]:
+        """Everything that changes the numbers a run produces (not where it runs or how fast)."""
+        return {
+            "protocol": self.protocol, "dataset": self.data.name, "model": self.model, "seed": self.seed,
+            "optimizer": {"name": self.optimizer.name, **self.optimizer.kwargs},
+            "data": {k: getattr(self.data, k) for k in ("image_size", "train_subset", "eval_split",
+                                                        "val_fraction", "test_fraction", "label_noise")},
+            "trainer": {"epochs": self.trainer.epochs, "batch_size": self.trainer.batch_size,
+                        "amp": self.trainer.amp},
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.result_settings(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def setting_overrides(self) -> dict[str, Any]:
+        """Data/trainer settings that differ from the protocol's defaults (they name the run)."""
+        base = {**PROTOCOLS[self.protocol], "image_size": 32, "label_noise": 0.0, "val_fraction": 0.1,
+                "test_fraction": 0.2, "amp": False}
+        now = {**self.result_settings()["data"], **self.result_settings()["trainer"]}
+        return {k: v for k, v in now.items() if base.get(k) != v}
+
+    def run_dir(self) -> Path:
+        """``<results>/<protocol>/<dataset>/<optimizer>[_<overrides>][+<settings>]/seed<n>``."""
+        opt = self.optimizer.name + _slug(self.optimizer.overrides(), "_")
+        name = opt + _slug(self.setting_overrides(), "+")
+        if len(name) > 120:  # keep paths manageable; the fingerprint keeps them unique
+            name = f"{name[:100]}-{self.fingerprint()[:8]}"
+        return Path(self.results_dir) / self.protocol / self.data.name / name / f"seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,
+                "model": self.model, "optimizer": {"name": self.optimizer.name, **self.optimizer.kwargs},
+                "data": asdict(self.data), "trainer": asdict(self.trainer)}
+
+
+def _build(cls, values: dict, section: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {section} settings {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "-".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _slug(settings: dict, lead: str) -> str:
+    if not settings:
+        return ""
+    text = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(settings.items()))
+    return lead + re.sub(r"[^A-Za-z0-9=,.+_-]", "-", text)

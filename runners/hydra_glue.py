@@ -1,0 +1,39 @@
+"""Hydra-specific glue (the config boundary): per-job status records and the end-of-sweep summary.
+
+Basic and submitit launchers alike report a job that caught its own failure as finished; each
+job therefore leaves ``<sweep dir>/status/<job num>.json``, and ``SweepSummary`` reads them when
+the sweep ends, prints one line per failed run and exits non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from .io import write_json
+
+
+def record_status(sweep_dir: str, job_num: int, record: dict) -> None:
+    write_json(Path(sweep_dir) / "status" / f"{job_num}.json", record)
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config, **kwargs) -> None:
+        status_dir = Path(config.hydra.sweep.dir) / "status"
+        records = [json.loads(p.read_text()) for p in sorted(status_dir.glob("*.json"))]
+        counts = Counter(r["status"] for r in records)
+        print(f"sweep finished: {len(records)} run(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        failed = [r for r in records if r["status"] == "failed"]
+        for r in failed:
+            print(f"  FAILED {r['run_dir']}: {r.get('error')}", file=sys.stderr)
+        for r in records:
+            if r["status"] == "diverged":
+                print(f"  diverged {r['run_dir']}", file=sys.stderr)
+        if failed:
+            print(f"{len(failed)} run(s) failed; re-launch the same sweep to retry them "
+                  "(finished runs are skipped)", file=sys.stderr)
+            sys.exit(1)
