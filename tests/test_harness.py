@@ -18,7 +18,7 @@ from thermolion import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.image_size=16", "trainer.epochs=2", "trainer.progress=off"]
-TIMING = {"epoch_time_s", "step_time_ms"}
+TIMING = {"epoch_time_s", "train_time_s", "step_time_ms"}
 
 
 def run_py(*args, results, env=None, check=True):

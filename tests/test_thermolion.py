@@ -420,7 +420,7 @@ def test_fused_path_matches_foreach_path_in_float64(kw):
 
 
 def test_auto_mode_fuses_large_buckets_only(monkeypatch):
-    import thermolion.thermolion as tl
+    import thermolion.optimizer as tl
 
     used = []
     monkeypatch.setattr(tl, "_fused_thermolion", lambda *a, **k: used.append("fused"))

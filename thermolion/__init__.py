@@ -2,7 +2,7 @@
 
 from .baselines import SWATS, Lion, Lookahead, MuAdam
 from .registry import OPTIMIZERS, PAPER_OPTIMIZERS, OptimizerSpec, build_optimizer, get_spec, param_groups
-from .thermolion import STAT_NAMES, ThermoLion, thermolion
+from .optimizer import STAT_NAMES, ThermoLion, thermolion
 
 __version__ = "0.1.0"
 __all__ = [

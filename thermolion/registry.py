@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .baselines import SWATS, Lion, Lookahead, MuAdam
-from .thermolion import ThermoLion
+from .optimizer import ThermoLion
 
 __all__ = ["OptimizerSpec", "OPTIMIZERS", "PAPER_OPTIMIZERS", "build_optimizer", "get_spec",
            "param_groups"]

@@ -1,0 +1,30 @@
+"""The benchmark and prefetch scripts run and write what they promise (tiny settings)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_step_writes_ratios_to_adamw_foreach(tmp_path):
+    out = tmp_path / "bench.csv"
+    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--sizes", "1M", "--repeats", "1",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    by_name = {r["optimizer"]: r for r in rows}
+    assert float(by_name["adamw_foreach"]["ratio_to_adamw_foreach"]) == 1.0
+    assert {"thermolion_noise_on", "thermolion_noise_off", "adamw_fused", "adam", "lion"} <= set(by_name)
+    assert all(float(r["median_ms"]) > 0 for r in rows) and int(rows[0]["numel"]) == 1_070_794
+
+
+def test_prefetch_rejects_unknown_names_and_caches_digits(tmp_path):
+    bad = subprocess.run([sys.executable, "scripts/prefetch_data.py", "imagenet"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown dataset(s) imagenet" in bad.stderr
+    ok = subprocess.run([sys.executable, "scripts/prefetch_data.py", "digits", "--cache-dir", str(tmp_path)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "digits-all-32.pt").exists()
