@@ -16,15 +16,19 @@ Writes results/bench_step.csv.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_inductor_"))
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # a fresh cache, so the first step shows the cold compile
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
