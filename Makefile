@@ -4,7 +4,10 @@ STAMP   := .venv/.installed
 DATA_ROOT ?= $(abspath ../shared/data)
 export DATA_ROOT
 
-.PHONY: setup run test bench clean
+RESULTS ?= outputs
+OUT     ?= $(RESULTS)/report
+
+.PHONY: setup run test report bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +23,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Tables, statistics and figures of a results folder: make report RESULTS=outputs OUT=results/mine
+report: $(STAMP)
+	$(PY) -m runners.report $(RESULTS) --out $(OUT)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_step.py

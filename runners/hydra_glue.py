@@ -22,6 +22,14 @@ def record_status(sweep_dir: str, job_num: int, record: dict) -> None:
 
 
 class SweepSummary(Callback):
+    """Summarise the sweep's jobs, write the report of its results folder, fail if any job failed.
+
+    ``report=false`` (hydra.callbacks.sweep_summary.report=false) skips the report.
+    """
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
+
     def on_multirun_end(self, config, **kwargs) -> None:
         status_dir = Path(config.hydra.sweep.dir) / "status"
         records = [json.loads(p.read_text()) for p in sorted(status_dir.glob("*.json"))]
@@ -33,6 +41,15 @@ class SweepSummary(Callback):
         for r in records:
             if r["status"] == "diverged":
                 print(f"  diverged {r['run_dir']}", file=sys.stderr)
+        if self.report:
+            from .report import ReportError, build_report
+
+            out = Path(config.results_dir) / "report"
+            try:
+                build_report(Path(config.results_dir), out, command="end of sweep (runners.hydra_glue)")
+                print(f"report written to {out}")
+            except ReportError as err:
+                print(f"no report: {err}", file=sys.stderr)
         if failed:
             print(f"{len(failed)} run(s) failed; re-launch the same sweep to retry them "
                   "(finished runs are skipped)", file=sys.stderr)

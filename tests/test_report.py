@@ -1,0 +1,141 @@
+"""Reports from synthetic results with known numbers, and from a real tiny sweep."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from runners import report as R
+from runners.io import write_csv, write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# final eval accuracy per (dataset, optimizer) for seeds 0, 1, 2
+FINAL = {
+    ("mnist", "thermolion"): [99.0, 98.0, 97.5], ("mnist", "adam"): [96.0, 95.5, 94.0],      # diffs 3, 2.5, 3.5
+    ("fashionmnist", "thermolion"): [86.0, 87.0, 85.5], ("fashionmnist", "adam"): [89.0, 89.5, 89.0],  # -3, -2.5, -3.5
+    ("cifar10", "thermolion"): [60.0, 58.0, 59.5], ("cifar10", "adam"): [59.0, 59.0, 59.0],  # 1, -1, 0.5
+}
+
+
+def fake_run(root: Path, dataset, optimizer, seed, final_acc, status="done", done=True, epochs=3):
+    run_dir = root / "paper" / dataset / optimizer / f"seed{seed}"
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": final_acc - (epochs - e), "lr": 1e-3,
+             "eval_loss": 1.5 / e, "eval_acc": final_acc - 2 * (epochs - e), "epoch_time_s": 1.0,
+             "step_time_ms": 10.0 if optimizer == "adam" else 13.0,
+             **({"gate_mean": 0.3 + 0.1 * e, "gas_fraction": 0.8 - 0.1 * e, "alignment_rate": 0.5,
+                 "update_over_lr": 1.2, "temperature": 0.99 ** (5 * e)} if optimizer == "thermolion" else {})}
+            for e in range(1, epochs + 1)]
+    write_csv(run_dir / "metrics.csv", rows)
+    write_json(run_dir / "run.json", {"status": status, "config": {
+        "protocol": "paper", "seed": seed, "optimizer": {"name": optimizer}, "data": {"name": dataset}},
+        "sizes": {"eval_split": "train"}, "data_notes": []})
+    if done:
+        write_text(run_dir / "DONE", status)
+    return run_dir
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    for (dataset, optimizer), accs in FINAL.items():
+        for seed, acc in enumerate(accs):
+            fake_run(root, dataset, optimizer, seed, acc)
+    fake_run(root, "mnist", "thermolion", 3, 10.0, status="diverged")          # must not count
+    fake_run(root, "mnist", "adam", 3, 11.0, status="running", done=False)     # killed mid-run
+    fake_run(root, "cifar10", "adam", 4, 12.0, status="failed", done=False)
+    return root
+
+
+def test_holm_by_hand():
+    assert R.holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
+    out = R.holm([0.2, float("nan"), 0.01])
+    assert out[0] == pytest.approx(0.2) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+def test_table_cells_stats_and_win_counts_match_hand_computation(results, tmp_path):
+    out = tmp_path / "report"
+    summary = R.build_report(results, out)
+    assert summary["complete_runs"] == 18
+    assert sorted(e["status"] for e in summary["excluded"]) == ["diverged", "failed", "running"]
+
+    table = pd.read_csv(out / "paper" / "table_final.csv")
+    cell = table[(table.dataset == "mnist") & (table.optimizer == "thermolion")].iloc[0]
+    assert cell["mean"] == pytest.approx(98.1666667) and cell["std"] == pytest.approx(math.sqrt(7 / 12))
+    assert cell["n"] == 3 and cell["best"]
+    md = (out / "paper" / "table_final.md").read_text()
+    assert "| dataset | adam | thermolion |" in md  # the paper's optimizer order
+    assert "| mnist | 95.17 ± 1.04 | **98.17 ± 0.76** |" in md  # adam: mean 95.1667, std sqrt(13/12)
+    assert "| fashionmnist | **89.17 ± 0.29** | 86.17 ± 0.76 |" in md
+    assert md.index("| mnist") < md.index("| fashionmnist") < md.index("| cifar10")  # the paper's order
+
+    stats = pd.read_csv(out / "paper" / "stats.csv").set_index("dataset")
+    # paired t with 2 degrees of freedom: p = 1 - t / sqrt(t^2 + 2), t = mean/(sd/sqrt(3))
+    t = 3.0 / (0.5 / math.sqrt(3))
+    p_hand = 1 - t / math.sqrt(t * t + 2)
+    assert stats.loc["mnist", "mean_diff"] == pytest.approx(3.0)
+    assert stats.loc["mnist", "p_ttest"] == pytest.approx(p_hand, rel=1e-6)
+    assert stats.loc["fashionmnist", "p_ttest"] == pytest.approx(p_hand, rel=1e-6)
+    expected_holm = R.holm(stats["p_ttest"].to_numpy())
+    assert stats["p_ttest_holm"].to_numpy() == pytest.approx(expected_holm)
+    assert stats.loc["mnist", "p_ttest_holm"] == pytest.approx(3 * p_hand, rel=1e-6)
+    assert 2.5 <= stats.loc["mnist", "ci_low"] <= stats.loc["mnist", "ci_high"] <= 3.5
+    assert stats.loc["mnist", "p_wilcoxon"] == pytest.approx(0.25)  # exact: 3 positive ranks, 2/2^3
+    assert stats["outcome"].to_dict() == {"mnist": "win", "fashionmnist": "loss", "cifar10": "tie"}
+    assert summary["protocols"]["paper"]["win_tie_loss"] == {"adam": {"win": 1, "tie": 1, "loss": 1}}
+    assert summary["protocols"]["paper"]["overhead"]["thermolion"]["ratio_to_adam"] == pytest.approx(1.3)
+    assert "diverged" in (out / "README.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["complete_runs"] == 18
+
+
+def test_paper_comparison_states_whether_claims_reproduced(tmp_path):
+    root = tmp_path / "results"
+    for seed in range(2):
+        fake_run(root, "gtsrb", "thermolion", seed, 70.0 + seed)
+        fake_run(root, "gtsrb", "adam", seed, 72.0 + seed)
+    R.build_report(root, tmp_path / "out")
+    text = (tmp_path / "out" / "paper_comparison.md").read_text()
+    assert "| gtsrb | thermolion | 87.98 | 70.50 ± 0.71 (n=2) | -17.48 |" in text
+    assert "gtsrb: paper ThermoLion − Adam = +20.60 points; ours -2.00 (n=2): **not reproduced**" in text
+    assert "cifar10: not run here" in text
+
+
+def test_no_complete_runs_is_a_clear_error_and_exit_code(tmp_path):
+    root = tmp_path / "results"
+    fake_run(root, "mnist", "adam", 0, 50.0, status="failed", done=False)
+    proc = subprocess.run([sys.executable, "-m", "runners.report", str(root)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no complete runs under" in proc.stderr and "1 incomplete, failed or diverged" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_end_to_end_sweep_then_report(tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", "-m", f"results_dir={tmp_path}", "optimizer=thermolion,adamw",
+                           "seed=0,1", "data.image_size=16", "trainer.epochs=2", "trainer.progress=off"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "report"  # written by the end-of-sweep callback
+    assert f"report written to {out}" in proc.stdout
+    proto = out / "rigorous+epochs=2,image_size=16"  # non-default settings: a section of their own
+    for name in ("table_final.csv", "table_final.md", "table_final.tex", "stats.csv", "stats.md",
+                 "convergence.png", "convergence.pdf", "thermolion_phase.png", "overhead.md"):
+        assert (proto / name).stat().st_size > 0, name
+    for name in ("paper_comparison.md", "summary.json", "README.md"):
+        assert (out / name).exists()
+    for png in ("convergence.png", "thermolion_phase.png"):
+        with Image.open(proto / png) as img:
+            img.verify()
+        with Image.open(proto / png) as img:
+            assert img.width >= 400 and img.height >= 300
+    lines = (proto / "table_final.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| dataset"))
+    assert header == "| dataset | adamw | thermolion |"
+    assert sum(line.startswith("| digits") for line in lines) == 1
+    stats = pd.read_csv(proto / "stats.csv")
+    assert stats["n"].tolist() == [2] and stats["baseline"].tolist() == ["adamw"]
