@@ -73,6 +73,7 @@ class RunConfig:
     model: str = "convnet"
     seed: int = 0
     results_dir: str = "outputs"
+    tuned_from: Optional[str] = None  # chosen-lr file the lr came from (tuned protocol re-runs)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -85,6 +86,17 @@ class RunConfig:
             get_spec(name)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        # lr_scale multiplies the optimizer's lr (an lr grid relative to each optimizer's default,
+        # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tune`.
+        lr_scale = cfg.pop("lr_scale", 1.0)
+        tuned_lrs = cfg.pop("tuned_lrs", None)
+        if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
+            raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
+        if lr_scale != 1.0:
+            opt["lr"] = float(opt["lr"]) * lr_scale
+        dataset_name = cfg["dataset"]["name"] if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
+        if tuned_lrs is not None:
+            opt["lr"] = _chosen_lr(tuned_lrs, str(dataset_name), name)
         data = dict(cfg.pop("data", {}))
         dataset = cfg.pop("dataset")
         data["name"] = dataset["name"] if isinstance(dataset, dict) else dataset
@@ -98,6 +110,7 @@ class RunConfig:
             data=_build(DataConfig, data, "data"),
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
             model=model["name"] if isinstance(model, dict) else model,
+            tuned_from=str(tuned_lrs) if tuned_lrs is not None else None,
             **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir") if k in cfg},
         )
         if cfg:
@@ -150,8 +163,21 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,
+                "tuned_from": self.tuned_from,
                 "model": self.model, "optimizer": {"name": self.optimizer.name, **self.optimizer.kwargs},
                 "data": asdict(self.data), "trainer": asdict(self.trainer)}
+
+
+def _chosen_lr(path: str, dataset: str, optimizer: str) -> float:
+    try:
+        chosen = json.loads(Path(path).read_text())["chosen"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"tuned_lrs={path}: not a chosen-lr file from `python -m runners.tune` ({err})") from None
+    try:
+        return float(chosen[dataset][optimizer]["lr"])
+    except KeyError:
+        raise ConfigError(f"tuned_lrs={path} has no lr chosen for {optimizer} on {dataset}; "
+                          f"it covers {sorted((d, sorted(o)) for d, o in chosen.items())}") from None
 
 
 def _build(cls, values: dict, section: str):

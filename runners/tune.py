@@ -1,0 +1,119 @@
+"""Fair tuning: pick each optimizer's lr on validation accuracy, then re-run it with fresh seeds.
+
+    python -m runners.tune <results_dir> [--rerun-seeds 3] [--run]
+
+Reads the complete runs of ``results_dir`` that were evaluated on a validation split (the
+``tuned`` protocol, e.g. from ``+experiment=lr_sensitivity``), and for every (settings, dataset,
+optimizer) picks the lr with the highest mean validation accuracy over the tuning seeds. Ties
+(equal means to 1e-9) go to the lr closest to the optimizer's default on a log scale, then to the
+smaller lr. Test-split numbers are never read. Writes ``<results_dir>/tuning/chosen_lrs.json``
+(choices, the rule, tuning seeds, each optimizer's budget) and prints the re-run command: the
+rigorous protocol (test split) with the chosen lrs (``tuned_lrs=...``) and seeds disjoint from
+the tuning seeds; ``--run`` launches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from thermolion import get_spec
+
+from .io import write_json
+from .report import ReportError, collect_runs
+
+__all__ = ["select_lrs", "rerun_seeds", "main"]
+
+RULE = ("highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the lr closest to "
+        "the optimizer's default on a log scale, then to the smaller lr")
+
+
+def _tuning_runs(results_dir: Path) -> pd.DataFrame:
+    runs, _, _ = collect_runs(results_dir)
+    if runs.empty:
+        raise ReportError(f"no complete runs under {results_dir}")
+    runs = runs[runs["eval_split"] == "val"]  # validation-evaluated runs only: never the test split
+    if runs.empty:
+        raise ReportError(f"no runs evaluated on a validation split under {results_dir}; "
+                          "run the tuning sweep first: python run.py +experiment=lr_sensitivity")
+    return runs
+
+
+def select_lrs(runs: pd.DataFrame) -> dict:
+    """Choices per (settings section, dataset, optimizer) from validation-evaluated runs."""
+    chosen, budget, table = {}, {}, []
+    for (section, dataset, opt), g in runs.groupby(["protocol", "dataset", "optimizer_name"]):
+        default = get_spec(opt).defaults["lr"]
+        per_lr = g.groupby("lr")["final_eval_acc"].agg(["mean", "std", "count"]).reset_index()
+        best = per_lr["mean"].max()
+        ties = per_lr[per_lr["mean"] >= best - 1e-9].copy()
+        ties["distance"] = (ties["lr"].apply(math.log10) - math.log10(default)).abs()
+        pick = ties.sort_values(["distance", "lr"]).iloc[0]
+        chosen.setdefault(dataset, {})[opt] = {"lr": float(pick["lr"]), "val_acc_mean": float(pick["mean"]),
+                                              "section": section, "tied": int(len(ties))}
+        budget.setdefault(dataset, {})[opt] = {"lrs": int(len(per_lr)), "runs": int(len(g))}
+        for r in per_lr.itertuples():
+            table.append({"section": section, "dataset": dataset, "optimizer": opt, "lr": r.lr,
+                          "val_acc_mean": r.mean, "val_acc_std": r.std, "seeds": r.count,
+                          "chosen": r.lr == pick["lr"]})
+    return {"chosen": chosen, "budget": budget, "table": table}
+
+
+def rerun_seeds(tuning_seeds, n: int) -> list[int]:
+    """``n`` fresh seeds, all above the tuning seeds (so disjoint from them)."""
+    start = max(tuning_seeds) + 1 if len(tuning_seeds) else 0
+    return list(range(start, start + n))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runners.tune", description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("--rerun-seeds", type=int, default=3, help="how many fresh seeds to re-run (default 3)")
+    ap.add_argument("--out", type=Path, default=None, help="default: <results_dir>/tuning/chosen_lrs.json")
+    ap.add_argument("--run", action="store_true", help="launch the re-run sweep")
+    args = ap.parse_args(argv)
+    try:
+        runs = _tuning_runs(args.results_dir)
+    except ReportError as err:
+        print(f"tune: {err}", file=sys.stderr)
+        return 2
+    sel = select_lrs(runs)
+    sizes = {(b["lrs"], b["runs"]) for per in sel["budget"].values() for b in per.values()}
+    tuning_seeds = sorted(int(s) for s in runs["seed"].unique())
+    seeds = rerun_seeds(tuning_seeds, args.rerun_seeds)
+    out = args.out or args.results_dir / "tuning" / "chosen_lrs.json"
+    # Settings of the tuning runs other than the protocol's (e.g. the paper's data budget) carry over.
+    sections = sorted(runs["protocol"].unique())
+    settings = [s.partition("+")[2] for s in sections]
+    if len(set(settings)) > 1:
+        print(f"tune: the tuning runs mix settings {sections}; tune each results folder separately", file=sys.stderr)
+        return 2
+    extra = [kv for kv in settings[0].split(",") if kv] if settings[0] else []
+    overrides = [("data." if k.split("=")[0] in ("train_subset", "image_size", "label_noise", "val_fraction",
+                                                   "test_fraction") else "trainer.") + k for k in extra
+                 if not k.startswith("eval_split")]
+    command = ["python", "run.py", "-m", "protocol=rigorous", f"tuned_lrs={out}", f"results_dir={args.results_dir}",
+               "optimizer=" + ",".join(sorted(runs["optimizer_name"].unique())),
+               "dataset=" + ",".join(sorted(runs["dataset"].unique())),
+               "seed=" + ",".join(map(str, seeds)), *overrides]
+    write_json(out, {"rule": RULE, "tuning_seeds": tuning_seeds, "rerun_seeds": seeds,
+                     "equal_budget": len(sizes) == 1, "rerun_command": shlex.join(command), **sel})
+    for dataset, per in sel["chosen"].items():
+        for opt, c in per.items():
+            print(f"{dataset:13s} {opt:20s} lr {c['lr']:.3g}  (val acc {c['val_acc_mean']:.2f}%)")
+    if len(sizes) != 1:
+        print(f"tune: warning: unequal tuning budgets {sorted(sizes)} (lrs, runs)", file=sys.stderr)
+    print(f"wrote {out}\nre-run: {shlex.join(command)}")
+    if args.run:
+        return subprocess.call([sys.executable, *command[1:]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
