@@ -7,7 +7,7 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run test report bench clean
+.PHONY: setup run test test-slurm report bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,12 @@ run: $(STAMP)
 	$(PY) run.py -m optimizer=thermolion,adamw,lion
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slurm"
+
+# Integration tests against a real single-node Slurm (installs slurm-wlm and munge if missing; root).
+test-slurm: $(STAMP)
+	bash scripts/slurm_local.sh start >/dev/null
+	$(PY) -m pytest -q -m slurm; status=$$?; bash scripts/slurm_local.sh stop; exit $$status
 
 # Tables, statistics and figures of a results folder: make report RESULTS=outputs OUT=results/mine
 report: $(STAMP)

@@ -8,6 +8,7 @@ the sweep ends, prints one line per failed run and exits non-zero if any failed.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,16 @@ class SweepSummary(Callback):
 
     def __init__(self, report: bool = True) -> None:
         self.report = report
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        target = str(config.hydra.launcher.get("_target_", ""))
+        if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+            print("Slurm launcher requested (hydra/launcher=slurm) but `sbatch` is not on PATH. Install Slurm "
+                  "(Debian: apt-get install slurm-wlm munge; for a local test cluster: "
+                  "eval \"$(scripts/slurm_local.sh start)\"), or pick another launcher: "
+                  "hydra/launcher=local (submitit on this machine) or drop the option (in-process).",
+                  file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         status_dir = Path(config.hydra.sweep.dir) / "status"

@@ -1,0 +1,70 @@
+"""Launchers for `hydra/launcher=slurm` and `hydra/launcher=local` (conf/hydra/launcher/).
+
+Hydra loads launchers only from the ``hydra_plugins`` namespace, hence this package. They are
+hydra-submitit-launcher's, collecting every job's outcome instead of stopping at the first job
+Slurm killed (cancelled, out of memory, node failure, timeouts used up): such a job becomes a
+failed status record naming its overrides, so the sweep summary lists it and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf
+
+from runners.hydra_glue import record_status
+
+
+class _Collecting:
+    """The plugin's launch with per-job outcome collection."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit  # lazy, as in the plugin
+
+        # As the plugin's launch (1.2.0), up to collecting the results.
+        init_keys = {"max_num_timeout", "submitit_folder"}
+        extra = ({f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]}
+                 if "max_num_timeout" in self.params else {})
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"], **extra)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
+                                      for k, v in self.params.items() if k not in init_keys})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        job_params: list = []
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            print(f"[submitit] #{idx} : {' '.join(filter_overrides(overrides))}", flush=True)
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*job_params))
+        print(f"[submitit] submitted {len(jobs)} job(s) to {self._EXECUTOR}: {', '.join(j.job_id for j in jobs)}",
+              flush=True)
+        returns = []
+        for i, (overrides, job) in enumerate(zip(job_overrides, jobs)):
+            try:
+                returns.append(job.results()[0])
+            except Exception as err:  # noqa: BLE001 - a killed job becomes a failed record
+                lines = str(err).strip().splitlines()
+                record_status(str(sweep_dir), initial_job_idx + i, {
+                    "status": "failed", "run_dir": f"job {job.job_id} ({' '.join(filter_overrides(overrides))})",
+                    "error": f"{type(err).__name__}: {lines[0] if lines else ''}", "final": {}})
+                ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+                ret.return_value = "failed"
+                returns.append(ret)
+        return returns
+
+
+class SlurmLauncher(_Collecting, submitit_launcher.SlurmLauncher):
+    pass
+
+
+class LocalLauncher(_Collecting, submitit_launcher.LocalLauncher):
+    pass
