@@ -32,6 +32,14 @@ def _check_common(lr: float, betas, eps: Optional[float], weight_decay: float) -
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
 
 
+def evaluate_closure(closure: Optional[Callable]):
+    """torch.optim's convention: re-evaluate the model (with gradients) when a closure is given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _params_with_grad(group, name: str) -> list[Tensor]:
     params = [p for p in group["params"] if p.grad is not None]
     for p in params:
@@ -61,10 +69,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = _params_with_grad(group, "Lion")
             if not params:
@@ -105,10 +110,7 @@ class MuAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in _params_with_grad(group, "MuAdam"):
@@ -146,10 +148,7 @@ class SWATS(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr = group["lr"]

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .baselines import evaluate_closure
+
 __all__ = ["ThermoLion", "thermolion", "STAT_NAMES", "FUSED_MIN_ELEMENTS"]
 
 # Auto mode fuses a (device, dtype) bucket from this many elements on (~4M, about 16 MB of fp32).
@@ -212,10 +214,7 @@ class ThermoLion(Optimizer):
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
 
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
