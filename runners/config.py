@@ -90,6 +90,7 @@ class RunConfig:
         # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tune`.
         lr_scale = cfg.pop("lr_scale", 1.0)
         tuned_lrs = cfg.pop("tuned_lrs", None)
+        tuned_from = cfg.pop("tuned_from", None)  # present in to_dict() output
         if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
             raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
         if lr_scale != 1.0:
@@ -110,7 +111,7 @@ class RunConfig:
             data=_build(DataConfig, data, "data"),
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
             model=model["name"] if isinstance(model, dict) else model,
-            tuned_from=str(tuned_lrs) if tuned_lrs is not None else None,
+            tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir") if k in cfg},
         )
         if cfg:
