@@ -95,12 +95,11 @@ class RunConfig:
             raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
         if lr_scale != 1.0:
             opt["lr"] = float(opt["lr"]) * lr_scale
-        dataset_name = cfg["dataset"]["name"] if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
-        if tuned_lrs is not None:
-            opt["lr"] = _chosen_lr(tuned_lrs, str(dataset_name), name)
         data = dict(cfg.pop("data", {}))
         dataset = cfg.pop("dataset")
         data["name"] = dataset["name"] if isinstance(dataset, dict) else dataset
+        if tuned_lrs is not None:
+            opt["lr"] = _chosen_lr(tuned_lrs, str(data["name"]), name)
         try:
             get_info(data["name"])
         except ValueError as err:

@@ -350,15 +350,15 @@ def prepare(cfg: DataConfig, *, seed: int = 0, device="cpu") -> Prepared:
         eval_x, eval_y = test()
     else:
         eval_x, eval_y = train_x, train_y
-    clean_train_y = train_y
     if cfg.label_noise > 0:
         train_y = corrupt_labels(train_y, cfg.label_noise, info.num_classes, seed)
         notes.append(f"label noise: {cfg.label_noise:.0%} of training labels replaced uniformly (seed {seed})")
         if cfg.eval_split == "train":
             eval_y = train_y  # accuracy on the (noisy) labels the model was trained on
-    del clean_train_y
-    return Prepared(info.name, _normalise(train_x, device), train_y.to(device), _normalise(eval_x, device),
-                    eval_y.to(device), info.num_classes, info.channels, cfg.image_size, cfg.eval_split, notes)
+    train = _normalise(train_x, device)
+    evaluation = train if eval_x is train_x else _normalise(eval_x, device)  # paper: the same tensor
+    return Prepared(info.name, train, train_y.to(device), evaluation, eval_y.to(device), info.num_classes,
+                    info.channels, cfg.image_size, cfg.eval_split, notes)
 
 
 class TensorLoader:

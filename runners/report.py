@@ -137,6 +137,12 @@ def _wide(table: pd.DataFrame, bold: tuple[str, str]) -> tuple[list[str], list[s
     return datasets, optimizers, rows
 
 
+def _num(v) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -232,7 +238,6 @@ def write_stats(df: pd.DataFrame, out: Path, candidate: str) -> dict:
     counts = {}
     for base, g in df.groupby("baseline", sort=False):
         counts[base] = {k: int(g["outcome"].str.startswith(k).sum()) for k in ("win", "tie", "loss")}
-    fmt = lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.3g}" if isinstance(v, float) else str(v)
     cols = ["dataset", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_ttest_holm",
             "p_wilcoxon", "p_wilcoxon_holm", "outcome"]
     md = [f"# {candidate} vs each baseline, paired by seed\n",
@@ -240,7 +245,7 @@ def write_stats(df: pd.DataFrame, out: Path, candidate: str) -> dict:
           "p-values: paired t-test and Wilcoxon signed-rank, Holm-corrected across datasets for each "
           f"baseline. Outcome: win/loss if the Holm-corrected t-test has p < {ALPHA}, else tie; with fewer "
           f"than 2 seeds, the sign of the difference (ties within {TIE_POINTS} points), marked untested.\n",
-          markdown_table(cols, [[fmt(getattr(r, c)) for c in cols] for r in df.itertuples()]),
+          markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in df.itertuples()]),
           "\n## Win / tie / loss across datasets\n",
           markdown_table(["baseline", "win", "tie", "loss"], [[b, c["win"], c["tie"], c["loss"]] for b, c in counts.items()])]
     write_text(out / "stats.md", "\n".join(md))
@@ -481,7 +486,6 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
         pass
     st = paired_stats(tuned, candidate)
     write_text(out / "tuned_table.csv", table.to_csv(index=False))
-    fmt = lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.3g}" if isinstance(v, float) else str(v)
     cols = ["dataset", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_ttest_holm", "p_wilcoxon_holm", "outcome"]
     text = ["# Tuned comparison: test accuracy (%) at each optimizer's chosen lr\n",
             f"Chosen lrs from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
@@ -490,7 +494,7 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
             markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, cells)])]
     if not st.empty:
         text += [f"\n## {candidate} vs each baseline at their chosen lrs (paired by seed)\n",
-                 markdown_table(cols, [[fmt(getattr(r, c)) for c in cols] for r in st.itertuples()])]
+                 markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in st.itertuples()])]
     write_text(out / "tuned_table.md", "\n".join(text) + "\n")
     return {"table": table.to_dict(orient="records"), "stats": st.to_dict(orient="records"), "source": source}
 
