@@ -162,6 +162,7 @@ def _twin_runs(steps, seed, **kw):
     dict(),  # noise on, the author's defaults
     dict(noise=False),
     dict(temp_decay=0.9, bias_correction=True, maximize=True, boost=0.0, scale=1.5),
+    dict(noise_scale="unit", bias_correction=True),
 ])
 def test_foreach_path_matches_per_tensor_reference_in_float64(kw):
     (p_ref, o_ref), (p_fe, o_fe) = _twin_runs(steps=60, seed=7, **kw)
@@ -256,6 +257,74 @@ def test_state_dict_round_trip_and_deepcopy_continue_bit_identically(foreach):
     _apply(twin_model, twin_opt, grads[10:])
     for a, b in zip(model.parameters(), twin_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_owned_generator_makes_state_dict_round_trips_continue_identically_with_noise_on():
+    # timm's generic check: load one optimizer's state into another, then step both in lockstep.
+    model, grads = _model_and_grads()
+    torch.manual_seed(0)
+    opt = ThermoLion(model.parameters())  # no generator given: the optimizer owns one
+    _apply(model, opt, grads[:5])
+    twin = copy.deepcopy(model)
+    torch.manual_seed(12345)  # a different global stream: must not matter after loading
+    twin_opt = ThermoLion(twin.parameters())
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert "generator_state" in opt.state_dict()
+    _apply(model, opt, grads[5:])
+    _apply(twin, twin_opt, grads[5:])
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_owned_generator_is_seeded_from_the_global_rng_at_construction():
+    def trajectory(seed):
+        model, grads = _model_and_grads()
+        torch.manual_seed(seed)
+        opt = ThermoLion(model.parameters())
+        _apply(model, opt, grads[:3])
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(trajectory(1), trajectory(1))
+    assert not torch.equal(trajectory(1), trajectory(2))  # the noise differs with the seed
+
+
+def _one_step(grad, seed, **kw):
+    p = torch.nn.Parameter(torch.linspace(-1, 1, 64, dtype=torch.float64))
+    opt = ThermoLion([p], eps=1e-30, noise_floor=0.0, weight_decay=0.0,
+                     generator=torch.Generator().manual_seed(seed), **kw)
+    before = p.detach().clone()
+    for g in (grad, 0.5 * grad.flip(0)):  # two steps so that m and v differ from the gradient
+        p.grad = g.clone()
+        opt.step()
+    return before - p.detach()
+
+
+@pytest.mark.parametrize("foreach, fused", [(False, None), (True, False), (True, True)])
+def test_loss_scale_multiplies_grad_noise_and_leaves_unit_noise_and_the_deterministic_step_alone(foreach, fused):
+    g = torch.randn(64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    kw = dict(foreach=foreach, fused=fused)
+    det = {k: _one_step(k * g, 0, noise=False, **kw) for k in (1.0, 100.0)}
+    torch.testing.assert_close(det[100.0], det[1.0], rtol=1e-10, atol=0)  # deterministic: scale-free
+    noisy = {k: _one_step(k * g, 0, **kw) for k in (1.0, 100.0)}
+    noise = {k: noisy[k] - det[k] for k in noisy}
+    assert noise[1.0].abs().min() > 0
+    torch.testing.assert_close(noise[100.0], 100.0 * noise[1.0], rtol=1e-8, atol=0)  # "grad": x100
+    unit = {k: _one_step(k * g, 0, noise_scale="unit", **kw) for k in (1.0, 100.0)}
+    torch.testing.assert_close(unit[100.0], unit[1.0], rtol=1e-10, atol=0)  # "unit": invariant
+    assert not torch.allclose(unit[1.0], det[1.0])  # and it does add noise
+
+
+def test_unit_noise_has_scale_sqrt_t_per_element():
+    n = 200_000
+    p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+    opt = ThermoLion([p], noise_scale="unit", weight_decay=0.0, generator=torch.Generator().manual_seed(1))
+    p.grad = torch.full((n,), 1e-3, dtype=torch.float64)  # rho = 1 at step 1: lam = tanh(1)
+    opt.step()
+    noise = -p.detach() - LR * F_FIRST_STEP  # every element's deterministic step is lr*F
+    expected = LR * (1 - math.tanh(1.0)) * math.sqrt(0.99 + 1e-10)
+    assert noise.std().item() == pytest.approx(expected, rel=0.01)
+    with pytest.raises(ValueError, match="noise_scale"):
+        ThermoLion([p], noise_scale="gradient")
 
 
 def test_params_without_grad_are_skipped_and_their_temperature_does_not_advance():
@@ -397,6 +466,7 @@ def test_compiled_step_matches_eager():
 @pytest.mark.parametrize("kw", [
     dict(track_stats=True),  # noise on, with diagnostics
     dict(temp_decay=0.9, bias_correction=True, maximize=True, boost=0.0, scale=1.5),
+    dict(noise_scale="unit", track_stats=True),
 ])
 def test_fused_path_matches_foreach_path_in_float64(kw):
     gen_data = torch.Generator().manual_seed(11)
@@ -420,7 +490,7 @@ def test_fused_path_matches_foreach_path_in_float64(kw):
 
 
 def test_auto_mode_fuses_large_buckets_only(monkeypatch):
-    import thermolion.optimizer as tl
+    import thermolion.functional as tl
 
     used = []
     monkeypatch.setattr(tl, "_fused_thermolion", lambda *a, **k: used.append("fused"))
@@ -432,3 +502,26 @@ def test_auto_mode_fuses_large_buckets_only(monkeypatch):
     assert used == ["foreach", "fused"]
     with pytest.raises(ValueError, match="exclude"):
         ThermoLion([p], foreach=False, fused=True)
+
+
+def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch):
+    import thermolion.functional as tl
+
+    def half_run_then_fail(p, g, m, v, *args):  # as Dynamo does when a trace fails midway
+        m.add_(1.0)
+        v.add_(1.0)
+        raise RuntimeError("simulated compile failure")
+
+    monkeypatch.setitem(tl._COMPILED, "kernel", half_run_then_fail)
+    monkeypatch.setattr(tl, "_VERIFIED", set())
+    model, grads = _model_and_grads()
+    twin = copy.deepcopy(model)
+    fused = ThermoLion(model.parameters(), fused=True, generator=torch.Generator().manual_seed(2))
+    plain = ThermoLion(twin.parameters(), fused=False, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(UserWarning, match="failed to compile"):
+        _apply(model, fused, grads[:1])
+    _apply(model, fused, grads[1:3])  # later steps use foreach
+    _apply(twin, plain, grads[:3])
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert tl._COMPILED["kernel"] is None

@@ -1,29 +1,13 @@
 """ThermoLion: SNR-gated interpolation between Lion-style sign updates and Adam-style steps.
 
-The class owns hyperparameters, validation and lazy state; the math lives in two functional
-paths with one signature, in the style of ``torch.optim.adam``:
-
-* :func:`_single_tensor_thermolion` transcribes the update rule literally, one tensor at a
-  time. It is the reference (the test oracle).
-* :func:`_multi_tensor_thermolion` computes the same update with ``torch._foreach_*`` kernels
-  over every tensor of a (device, dtype) bucket at once. It is the default for small buckets.
-* :func:`_fused_thermolion` runs the whole elementwise update as one ``torch.compile``d kernel per
-  tensor (one pass over memory instead of ~20). It is the default for buckets of at least
-  ``FUSED_MIN_ELEMENTS`` elements, where its one-off compile (a few seconds, cached on disk by
-  Inductor) pays for itself; if compiling fails it warns once and falls back to foreach.
-
-All three draw the noise from the same generator in the same order, so they agree to rounding.
-
-Neither path synchronises with the host: the temperature is a Python float derived from the
-per-tensor step count (itself a Python int), and the noise scale, which needs mean(v), stays a
-0-dim tensor on the device.
+The class owns hyperparameters, validation, lazy state and the noise generator, in the style of
+``torch.optim.adam``; the math lives in :mod:`thermolion.functional` (a per-tensor reference, a
+foreach path and a compiled one-kernel path with one signature).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections import defaultdict
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -31,14 +15,11 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .baselines import evaluate_closure
+from .functional import _GAS_THRESHOLD, FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
 
 __all__ = ["ThermoLion", "thermolion", "STAT_NAMES", "FUSED_MIN_ELEMENTS"]
 
-# Auto mode fuses a (device, dtype) bucket from this many elements on (~4M, about 16 MB of fp32).
-FUSED_MIN_ELEMENTS = 1 << 22
-
 STAT_NAMES = ("gate_mean", "gas_fraction", "alignment_rate", "update_over_lr", "temperature")
-_GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while lambda < 0.5
 
 
 class ThermoLion(Optimizer):
@@ -54,7 +35,8 @@ class ThermoLion(Optimizer):
         u   = lr*(1-lam)*sign(m)*(1 + boost*a) + lr*lam*scale*m/d
         T   = t0 * temp_decay**t                 (temperature, per tensor)
         if noise and T > t_min:
-            sigma = sqrt(T*mean(v) + noise_floor)    (mean over the whole tensor)
+            sigma = sqrt(T*mean(v) + noise_floor)    (mean over the whole tensor; noise_scale="grad")
+            sigma = sqrt(T + noise_floor)            (noise_scale="unit")
             u += lr*(1-lam)*sigma*xi,  xi ~ N(0, I)
         theta <- theta*(1 - lr*weight_decay) - u
 
@@ -78,12 +60,21 @@ class ThermoLion(Optimizer):
         bias_correction: divide m and v by ``1-b**t`` as Adam does (default False, as the author).
             With it on, the SNR, the magnitude branch and the noise scale use the corrected moments.
         noise: add the thermodynamic noise at all (default True).
+        noise_scale: ``"grad"`` (default, the author's) scales the noise by sqrt(T*mean(v)), in
+            gradient units: multiplying the loss by k multiplies the noise by k and leaves the
+            deterministic step unchanged. ``"unit"`` uses sqrt(T), in the units of the sign step,
+            so the whole update is invariant to the loss scale.
         maximize: maximise the objective instead of minimising it.
         foreach: ``False`` selects the per-tensor reference path (slow; for testing).
         fused: ``True`` always uses the compiled one-kernel path, ``False`` never, ``None`` (default)
             uses it for buckets of at least ``FUSED_MIN_ELEMENTS`` elements and foreach below.
-        generator: ``torch.Generator`` for the noise (on the parameters' device). Its state is
-            saved in :meth:`state_dict`, so a resumed run draws the same noise.
+        generator: ``torch.Generator`` for the noise (on the parameters' device). By default
+            (None) the optimizer owns one: its seed is drawn from torch's global RNG when the
+            optimizer is built (so ``torch.manual_seed`` controls it), and the generator itself is
+            made on the parameters' device at the first noisy step. Either way its state is saved
+            in :meth:`state_dict`, so a resumed or loaded optimizer draws the same noise. The
+            author's code draws from the global RNG instead: with the noise on, the two agree in
+            distribution, not draw for draw (noise off, they agree exactly).
         track_stats: accumulate phase diagnostics on the device at every step;
             :meth:`read_stats` returns their averages since the last read.
 
@@ -108,6 +99,7 @@ class ThermoLion(Optimizer):
         noise_floor: float = 1e-10,
         bias_correction: bool = False,
         noise: bool = True,
+        noise_scale: str = "grad",
         maximize: bool = False,
         foreach: Optional[bool] = None,
         fused: Optional[bool] = None,
@@ -133,6 +125,8 @@ class ThermoLion(Optimizer):
             _check_finite_at_least(name, value, 0.0)
         if foreach is False and fused:
             raise ValueError("foreach=False (the per-tensor reference) and fused=True exclude each other")
+        if noise_scale not in NOISE_SCALES:
+            raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)}")
 
@@ -140,10 +134,14 @@ class ThermoLion(Optimizer):
             lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps, weight_decay=weight_decay,
             temp_decay=temp_decay, boost=boost, scale=scale, t0=t0, t_min=t_min,
             noise_floor=noise_floor, bias_correction=bias_correction, noise=noise,
-            maximize=maximize, foreach=foreach, fused=fused,
+            noise_scale=noise_scale, maximize=maximize, foreach=foreach, fused=fused,
         )
         super().__init__(params, defaults)
         self.generator = generator
+        self._generator_seed = None  # set when the optimizer owns its generator
+        if generator is None:  # seeded from the global RNG now: no read-back inside step()
+            self._generator_seed = int(torch.randint(2**62, ()).item())
+            self.generator = torch.Generator(device=self._params_device()).manual_seed(self._generator_seed)
         self.track_stats = track_stats
         self._reset_stats()
 
@@ -172,9 +170,21 @@ class ThermoLion(Optimizer):
 
     def __getstate__(self) -> dict:  # deepcopy/pickle keep the generator and the diagnostics
         state = super().__getstate__()
-        for key in ("generator", "track_stats", "_stats", "_stat_elements", "_stat_temperature"):
+        for key in ("generator", "_generator_seed", "track_stats", "_stats", "_stat_elements",
+                    "_stat_temperature"):
             state[key] = getattr(self, key)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # also reached by load_state_dict
+        for group in self.param_groups:
+            group.setdefault("noise_scale", "grad")  # state saved before noise_scale existed
+
+    def _noise_generator(self, device: torch.device) -> torch.Generator:
+        """The noise generator; an owned one follows parameters moved to another device before use."""
+        if self._generator_seed is not None and self.generator.device != device:
+            self.generator = torch.Generator(device=device).manual_seed(self._generator_seed)
+        return self.generator
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
@@ -188,6 +198,9 @@ class ThermoLion(Optimizer):
         super().load_state_dict(state_dict)
         if generator_state is not None and self.generator is not None:
             self.generator.set_state(generator_state)
+
+    def _params_device(self) -> torch.device:
+        return next(p.device for g in self.param_groups for p in g["params"])
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
         for p in group["params"]:
@@ -230,7 +243,8 @@ class ThermoLion(Optimizer):
                 weight_decay=group["weight_decay"], temp_decay=group["temp_decay"],
                 boost=group["boost"], scale=group["scale"], t0=group["t0"], t_min=group["t_min"],
                 noise_floor=group["noise_floor"], bias_correction=group["bias_correction"],
-                noise=group["noise"], maximize=group["maximize"], generator=self.generator,
+                noise=group["noise"], noise_scale=group["noise_scale"], maximize=group["maximize"],
+                generator=self._noise_generator(params[0].device),
                 stats=self._stats if self.track_stats else None, foreach=group["foreach"],
                 fused=group["fused"],
             )
@@ -248,236 +262,3 @@ def _check_finite_at_least(name: str, value, low: float) -> None:
         raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
 
 
-# -------------------------------------------------------------------------- functional API
-def thermolion(
-    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-    steps: list[int], *, foreach: Optional[bool] = None, fused: Optional[bool] = None, **hyper,
-) -> None:
-    """Functional ThermoLion step; ``steps`` are the per-tensor step counts *after* incrementing.
-
-    Keyword hyperparameters as in :class:`ThermoLion` (beta1/beta2 separately), plus
-    ``generator`` and ``stats`` (a float64 accumulator of 4 sums on the device, or None).
-    """
-    if foreach is False:
-        fn = _single_tensor_thermolion
-    elif fused or (fused is None and sum(p.numel() for p in params) >= FUSED_MIN_ELEMENTS
-                   and _fused_kernel() is not None):
-        fn = _fused_thermolion
-    else:
-        fn = _multi_tensor_thermolion
-    fn(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
-
-
-def _temperature(t0: float, temp_decay: float, step: int) -> float:
-    return t0 * temp_decay**step
-
-
-def _single_tensor_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats,
-) -> None:
-    """The update rule written out term by term: the reference for every faster path."""
-    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        g = (-g if maximize else g).to(m.dtype)
-        m.mul_(beta1).add_(g, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        m_hat, v_hat = (m / (1 - beta1**t), v / (1 - beta2**t)) if bias_correction else (m, v)
-
-        d = v_hat.sqrt() + eps
-        rho = m_hat.abs() / d
-        lam = torch.tanh(rho)
-        aligned = ((torch.sign(m) == torch.sign(g)) & (m != 0) & (g != 0)).to(m.dtype)
-        direction = (1 - lam) * torch.sign(m) * (1 + boost * aligned) + lam * scale * m_hat / d
-
-        temperature = _temperature(t0, temp_decay, t)
-        if noise and temperature > t_min:
-            sigma = torch.sqrt(temperature * v_hat.mean() + noise_floor)
-            xi = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-            direction = direction + (1 - lam) * sigma * xi
-
-        if stats is not None:
-            _accumulate_stats(stats, [lam], [aligned], [direction])
-        target = p if p.dtype == direction.dtype else p.to(direction.dtype)  # round once, at the end
-        if weight_decay != 0:
-            target.mul_(1 - lr * weight_decay)
-        target.sub_(lr * direction)
-        if target is not p:
-            p.copy_(target)
-
-
-def _multi_tensor_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats,
-) -> None:
-    """The same update with ``torch._foreach_*`` kernels, one call per op per bucket."""
-    if not params:
-        return
-    temperatures = [_temperature(t0, temp_decay, t) for t in steps]
-    # Draw the noise in parameter order first, so that a seeded generator yields the same
-    # numbers as the per-tensor path whatever the (device, dtype) bucketing below does.
-    xis = [
-        torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        if noise and temp > t_min else None
-        for v, temp in zip(exp_avg_sqs, temperatures)
-    ]
-    buckets: dict[tuple, list[int]] = defaultdict(list)
-    for i, p in enumerate(params):
-        buckets[(p.device, p.dtype)].append(i)
-
-    for idx in buckets.values():
-        ps = [params[i] for i in idx]
-        ms = [exp_avgs[i] for i in idx]
-        vs = [exp_avg_sqs[i] for i in idx]
-        ts = [steps[i] for i in idx]
-        gs = [grads[i] for i in idx]
-        if maximize:
-            gs = torch._foreach_neg(gs)
-        if gs[0].dtype != ms[0].dtype:
-            gs = [g.to(ms[0].dtype) for g in gs]
-
-        torch._foreach_lerp_(ms, gs, 1 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, gs, gs, 1 - beta2)
-        if bias_correction:
-            m_hat = torch._foreach_div(ms, [1 - beta1**t for t in ts])
-            v_hat = torch._foreach_div(vs, [1 - beta2**t for t in ts])
-        else:
-            m_hat, v_hat = ms, vs
-
-        # Few temporaries, updated in place: on the CPU every fresh param-sized buffer costs
-        # page faults that outweigh the arithmetic.
-        snr = torch._foreach_sqrt(v_hat)
-        torch._foreach_add_(snr, eps)
-        torch._foreach_reciprocal_(snr)
-        torch._foreach_mul_(snr, m_hat)  # signed SNR: m/d == sign(m) * rho
-        lam = torch._foreach_abs(snr)
-        torch._foreach_tanh_(lam)
-        sign_m = torch._foreach_sign(ms)
-        aligned = torch._foreach_sign(gs)  # sign(g)*sign(m) is 1 exactly where a = 1
-        torch._foreach_mul_(aligned, sign_m)
-        torch._foreach_clamp_min_(aligned, 0.0)
-        if stats is not None:
-            _accumulate_stats(stats, lam, aligned, None)
-
-        # direction = (1-lam) * (sign(m)*(1 + A*a) + sigma*xi) + c * lam * snr
-        sign_branch = aligned  # reuse the buffer: a is not needed any more
-        torch._foreach_mul_(sign_branch, boost)
-        torch._foreach_add_(sign_branch, 1.0)
-        torch._foreach_mul_(sign_branch, sign_m)
-        del sign_m
-        noisy = [(j, i) for j, i in enumerate(idx) if xis[i] is not None]
-        if noisy:
-            noisy_v = [v_hat[j] for j, _ in noisy]
-            # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device
-            sigmas = torch._foreach_norm(noisy_v, 1)
-            torch._foreach_mul_(sigmas, [temperatures[i] / v.numel() for (_, i), v in zip(noisy, noisy_v)])
-            torch._foreach_add_(sigmas, noise_floor)
-            torch._foreach_sqrt_(sigmas)
-            for (j, i), sigma in zip(noisy, sigmas):
-                sign_branch[j].add_(xis[i].mul_(sigma))
-        torch._foreach_addcmul_(sign_branch, lam, sign_branch, value=-1.0)  # *= (1 - lam)
-        direction = sign_branch
-        torch._foreach_addcmul_(direction, lam, snr, value=scale)
-        del snr, lam
-        if stats is not None:
-            _accumulate_stats(stats, None, None, direction)
-
-        # Low-precision params: decay and step in float32 and round once, like the reference.
-        targets = ps if ps[0].dtype == ms[0].dtype else [p.to(ms[0].dtype) for p in ps]
-        if weight_decay != 0:
-            torch._foreach_mul_(targets, 1 - lr * weight_decay)
-        torch._foreach_add_(targets, direction, alpha=-lr)
-        if targets is not ps:
-            torch._foreach_copy_(ps, targets)
-
-
-def _accumulate_stats(stats: Tensor, lams, aligned, directions) -> None:
-    """Add sums of lam, gas indicator, alignment (if given) and |u|/lr (if given) into ``stats``.
-
-    Everything stays on the device: no host synchronisation.
-    """
-    if lams is not None:
-        for lam, a in zip(lams, aligned):
-            stats[:3] += torch.stack([lam.sum(dtype=torch.float64),
-                                      (lam < _GAS_THRESHOLD).sum().to(torch.float64),
-                                      a.sum(dtype=torch.float64)])
-    if directions is not None:
-        for u in directions:
-            stats[3] += u.abs().sum(dtype=torch.float64)
-
-
-# --------------------------------------------------------------------------- fused path
-def _fused_update(p, g, m, v, xi: Optional[Tensor], lr: float, beta1: float, beta2: float,
-                  eps: float, weight_decay: float, boost: float, scale: float, bc1: float,
-                  bc2: float, temperature: float, noise_floor: float, maximize: bool,
-                  with_stats: bool) -> Optional[Tensor]:
-    """One tensor's whole update; compiled, it is a single pass over p, g, m and v (flat views)."""
-    g = (-g if maximize else g).to(m.dtype)
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    v_hat = v / bc2
-    snr = (m / bc1) / (v_hat.sqrt() + eps)
-    lam = torch.tanh(snr.abs())
-    sign_m = torch.sign(m)
-    aligned = (sign_m * torch.sign(g)).clamp_min(0)
-    sign_branch = sign_m * (1 + boost * aligned)
-    if xi is not None:
-        sign_branch = sign_branch + torch.sqrt(temperature * v_hat.mean() + noise_floor) * xi
-    direction = (1 - lam) * sign_branch + scale * lam * snr
-    p.copy_(p.to(m.dtype) * (1 - lr * weight_decay) - lr * direction)
-    if not with_stats:
-        return None
-    return torch.stack([lam.sum(dtype=torch.float64), (lam < _GAS_THRESHOLD).sum().to(torch.float64),
-                        aligned.sum(dtype=torch.float64), direction.abs().sum(dtype=torch.float64)])
-
-
-_COMPILED: dict[str, Optional[Callable]] = {}
-
-
-def _fused_kernel() -> Optional[Callable]:
-    """The compiled update (built once per process), or None where torch.compile is unavailable."""
-    if "kernel" not in _COMPILED:
-        try:
-            # dynamic=True: one graph serves every tensor size and every lr/temperature value.
-            _COMPILED["kernel"] = torch.compile(_fused_update, dynamic=True)
-        except Exception as err:  # noqa: BLE001 - any failure means "no fused path here"
-            warnings.warn(f"ThermoLion: torch.compile unavailable ({err}); using the foreach path")
-            _COMPILED["kernel"] = None
-    return _COMPILED["kernel"]
-
-
-def _fused_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats,
-) -> None:
-    """The update as one compiled kernel per tensor; noise is drawn eagerly, in parameter order."""
-    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                 temp_decay=temp_decay, boost=boost, scale=scale, t0=t0, t_min=t_min,
-                 noise_floor=noise_floor, bias_correction=bias_correction, noise=noise,
-                 maximize=maximize, generator=generator, stats=stats)
-    kernel = _fused_kernel()
-    if kernel is None or not all(t.is_contiguous() for t in params):
-        return _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
-    for i, (p, g, m, v, t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
-        temperature = _temperature(t0, temp_decay, t)
-        bc1, bc2 = (1 - beta1**t, 1 - beta2**t) if bias_correction else (1.0, 1.0)
-        generator_state = generator.get_state() if generator is not None and i == 0 else None
-        xi = (torch.randn(v.numel(), generator=generator, device=v.device, dtype=v.dtype)
-              if noise and temperature > t_min else None)
-        try:
-            sums = kernel(p.view(-1), g.contiguous().view(-1), m.view(-1), v.view(-1), xi, lr,
-                          beta1, beta2, eps, weight_decay, boost, scale, bc1, bc2, temperature,
-                          noise_floor, maximize, stats is not None)
-        except Exception as err:  # noqa: BLE001 - e.g. no working C++ compiler for Inductor
-            if i > 0:  # some tensors were already updated: no silent half-step
-                raise RuntimeError(f"ThermoLion's fused path failed midway: {err}; use fused=False") from err
-            warnings.warn(f"ThermoLion: the fused path failed to compile ({err}); using foreach")
-            _COMPILED["kernel"] = None
-            if generator_state is not None:
-                generator.set_state(generator_state)  # redraw the same noise on the foreach path
-            return _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
-        if sums is not None:
-            stats += sums

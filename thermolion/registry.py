@@ -40,7 +40,7 @@ def _lookahead(params, k: int = 5, alpha: float = 0.5, late_snapshot: bool = Tru
 
 _THERMOLION_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01, temp_decay=0.99,
                             boost=0.5, scale=2.0, t0=1.0, t_min=0.01, noise_floor=1e-10,
-                            bias_correction=False, noise=True)
+                            bias_correction=False, noise=True, noise_scale="grad")
 
 _SPECS = [
     OptimizerSpec("adam", torch.optim.Adam, dict(lr=1e-3), "torch.optim.Adam, defaults"),
@@ -63,6 +63,8 @@ _VARIANTS = [  # (name, base, overrides, description)
     ("thermolion_noboost", "thermolion", dict(boost=0.0), "ablation: no momentum-alignment boost"),
     ("thermolion_nonoise", "thermolion", dict(noise=False), "ablation: no thermodynamic noise"),
     ("thermolion_bc", "thermolion", dict(bias_correction=True), "ablation: Adam bias correction"),
+    ("thermolion_unitnoise", "thermolion", dict(noise_scale="unit"),
+     "noise scale sqrt(T) in sign-step units: the update is invariant to the loss scale"),
     ("lookahead_textbook", "lookahead", dict(late_snapshot=False), "Lookahead with textbook snapshots"),
 ]
 
