@@ -11,7 +11,15 @@ nothing below imports Hydra.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+
+# The harness runs from the checkout (only `thermolion` is installed): job processes that Slurm or
+# submitit start elsewhere find runners/, models/ and the launcher plugin through PYTHONPATH.
+_ROOT = str(Path(__file__).resolve().parent)
+if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,14 +39,33 @@ def main(cfg: DictConfig) -> str:
         result = train(RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True)))
     except ConfigError as err:
         result = RunResult(run_dir=hc.runtime.output_dir, status="failed", error=f"invalid config: {err}")
-    print(result.line(), flush=True)
     if multirun:
+        print(result.line(), flush=True)
         record_status(hc.sweep.dir, hc.job.num, {"status": result.status, "run_dir": str(result.run_dir),
                                                  "error": result.error, "final": result.final})
-    elif result.status == "failed":
+    elif result.status == "failed":  # one line naming the culprit, no traceback
+        print(f"error: {result.error}", file=sys.stderr, flush=True)
         sys.exit(1)
+    else:
+        print(result.line(), flush=True)
     return result.status
 
 
+def _check_results_dir(argv: list[str]) -> None:
+    """Hydra writes its own folders under results_dir before the app starts: check it first."""
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
+    if not given or "," in given[-1]:
+        return
+    path = given[-1]
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        sys.exit(f"error: results_dir={path} cannot be written ({err.strerror or err}); choose a writable folder")
+
+
 if __name__ == "__main__":
+    _check_results_dir(sys.argv[1:])
     main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -17,11 +18,14 @@ from thermolion import get_spec
 
 from .data import DataConfig, get_info
 
-__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "ConfigError"]
+__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "RERUN", "ConfigError"]
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names it and the accepted values."""
+
+
+RERUN = (None, "stale", "all")  # which finished runs a relaunch trains again (None: none)
 
 
 # Each protocol's defaults: the Hydra presets in conf/protocol/ set exactly these (a test checks),
@@ -74,6 +78,7 @@ class RunConfig:
     seed: int = 0
     results_dir: str = "outputs"
     tuned_from: Optional[str] = None  # chosen-lr file the lr came from (tuned protocol re-runs)
+    rerun: Optional[str] = None  # stale | all: re-train finished runs (not part of a run's identity)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -93,6 +98,8 @@ class RunConfig:
         tuned_from = cfg.pop("tuned_from", None)  # present in to_dict() output
         if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
             raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
+        if "lr" in opt and not _is_number(opt["lr"]):
+            raise ConfigError(f"optimizer.lr must be a number, got {opt['lr']!r}")
         if lr_scale != 1.0:
             opt["lr"] = float(opt["lr"]) * lr_scale
         data = dict(cfg.pop("data", {}))
@@ -111,7 +118,7 @@ class RunConfig:
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
             model=model["name"] if isinstance(model, dict) else model,
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
-            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir") if k in cfg},
+            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun") if k in cfg},
         )
         if cfg:
             raise ConfigError(f"unknown top-level config keys: {sorted(cfg)}")
@@ -123,12 +130,27 @@ class RunConfig:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
         if self.model != "convnet":
             raise ConfigError(f"unknown model {self.model!r}; the benchmark has 'convnet'")
-        if self.trainer.epochs < 1 or self.trainer.batch_size < 1:
-            raise ConfigError("trainer.epochs and trainer.batch_size must be >= 1")
+        for name in ("epochs", "batch_size"):
+            if getattr(self.trainer, name) < 1:
+                raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self.trainer, name)}")
         if self.trainer.progress not in ("auto", "on", "off"):
             raise ConfigError(f"trainer.progress must be auto, on or off, got {self.trainer.progress!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.rerun not in RERUN:
+            raise ConfigError(f"rerun must be stale or all (or null: keep finished runs), got {self.rerun!r}")
+        if self.data.image_size < 4 or self.data.image_size % 4:
+            raise ConfigError(f"data.image_size must be a multiple of 4 (the convnet pools twice by 2), "
+                              f"got {self.data.image_size}")
+        for key, value in self.optimizer.kwargs.items():
+            if key in ("lr", "weight_decay", "eps", "momentum") and not _is_number(value):
+                raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
+        if not self.optimizer.kwargs.get("lr", 1.0) > 0:
+            raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.kwargs['lr']}")
+
+    def code_files(self) -> list[Path]:
+        """Source files beyond the project's own that determine this run's numbers (none yet)."""
+        return []
 
     # ------------------------------------------------------------------ identity
     def result_settings(self) -> dict[str, Any]:
@@ -180,11 +202,34 @@ def _chosen_lr(path: str, dataset: str, optimizer: str) -> float:
                           f"it covers {sorted((d, sorted(o)) for d, o in chosen.items())}") from None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _matches(value, hint) -> bool:
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return _is_number(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
 def _build(cls, values: dict, section: str):
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown {section} settings {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _matches(value, hints[key]):
+            expected = str(hints[key]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise ConfigError(f"{section}.{key} must be {expected}, got {value!r}")
     return cls(**values)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
 from .io import write_json
+from .progress import SweepProgress, show_progress, sweep_size
 
 
 def record_status(sweep_dir: str, job_num: int, record: dict) -> None:
@@ -30,9 +32,15 @@ class SweepSummary(Callback):
 
     def __init__(self, report: bool = True) -> None:
         self.report = report
+        self.progress = None
+        self._job_start = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
         target = str(config.hydra.launcher.get("_target_", ""))
+        # In-process (basic) launcher: jobs end in this process, so this callback draws the sweep
+        # bar. The submitit launchers run jobs elsewhere and draw it themselves as results arrive.
+        if "submitit" not in target and "thermolion_launcher" not in target:
+            self.progress = SweepProgress(sweep_size(config), show_progress(config.trainer.get("progress", "auto")))
         if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
             print("Slurm launcher requested (hydra/launcher=slurm) but `sbatch` is not on PATH. Install Slurm "
                   "(Debian: apt-get install slurm-wlm munge; for a local test cluster: "
@@ -41,7 +49,17 @@ class SweepSummary(Callback):
                   file=sys.stderr)
             sys.exit(2)
 
+    def on_job_start(self, config, **kwargs) -> None:
+        self._job_start = time.monotonic()
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if self.progress is not None:
+            status = job_return.return_value if isinstance(job_return.return_value, str) else "failed"
+            self.progress.update(status, time.monotonic() - self._job_start if self._job_start else None)
+
     def on_multirun_end(self, config, **kwargs) -> None:
+        if self.progress is not None:
+            self.progress.close()
         status_dir = Path(config.hydra.sweep.dir) / "status"
         records = [json.loads(p.read_text()) for p in sorted(status_dir.glob("*.json"))]
         counts = Counter(r["status"] for r in records)
@@ -49,9 +67,13 @@ class SweepSummary(Callback):
         failed = [r for r in records if r["status"] == "failed"]
         for r in failed:
             print(f"  FAILED {r['run_dir']}: {r.get('error')}", file=sys.stderr)
-        for r in records:
-            if r["status"] == "diverged":
-                print(f"  diverged {r['run_dir']}", file=sys.stderr)
+        for kind in ("diverged", "running elsewhere", "stale"):
+            for r in records:
+                if r["status"] == kind:
+                    print(f"  {kind} {r['run_dir']}" + (f": {r['error']}" if r.get("error") else ""), file=sys.stderr)
+        if counts["stale"]:
+            print(f"{counts['stale']} finished run(s) came from other code and were kept, not re-run; "
+                  "add rerun=stale to the same command to re-run them", file=sys.stderr)
         if self.report:
             from .report import ReportError, build_report
 

@@ -80,10 +80,14 @@ def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[di
         optimizer, _, settings = run_dir.parent.name.partition("+")
         key = {"protocol": cfg["protocol"] + (f"+{settings}" if settings else ""), "dataset": cfg["data"]["name"],
                "optimizer": optimizer, "optimizer_name": cfg["optimizer"]["name"], "seed": int(cfg["seed"])}
-        metrics = pd.read_csv(run_dir / "metrics.csv")
+        metrics, problem = _read_metrics(run_dir / "metrics.csv", info.get("epochs_done"))
+        if problem:
+            excluded.append({"run_dir": str(run_dir), "status": "unreadable", "reason": problem})
+            continue
         last = metrics.iloc[-1]
         runs.append({**key, "run_dir": str(run_dir), "lr": float(cfg["optimizer"].get("lr", math.nan)),
-                     "tuned_from": cfg.get("tuned_from"), "final_eval_acc": float(last["eval_acc"]),
+                     "tuned_from": cfg.get("tuned_from"), "code_version": info.get("code_version") or "unrecorded",
+                     "final_eval_acc": float(last["eval_acc"]),
                      "final_eval_loss": float(last["eval_loss"]), "final_train_loss": float(last["train_loss"]),
                      "final_train_acc": float(last["train_acc"]), "epochs": len(metrics),
                      "step_time_ms": float(metrics["step_time_ms"].median()),
@@ -91,6 +95,23 @@ def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[di
         for _, row in metrics.iterrows():
             epochs.append({**key, **row.to_dict()})
     return pd.DataFrame(runs), pd.DataFrame(epochs), excluded
+
+
+def _read_metrics(path: Path, epochs_done) -> tuple[Optional[pd.DataFrame], Optional[str]]:
+    """(metrics, None), or (None, why) when the file is missing, unparsable or truncated."""
+    try:
+        metrics = pd.read_csv(path)
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        return None, f"metrics.csv unreadable ({type(err).__name__}: {err})"
+    needed = ["epoch", "train_loss", "train_acc", "eval_loss", "eval_acc"]
+    missing = [c for c in needed if c not in metrics.columns]
+    if missing or metrics.empty:
+        return None, f"metrics.csv truncated: no {missing or 'rows'}"
+    if epochs_done is not None and len(metrics) != epochs_done:
+        return None, f"metrics.csv truncated: {len(metrics)} rows, run.json records {epochs_done} epochs"
+    if metrics.isna().any().any():  # the trainer writes every column of every row
+        return None, "metrics.csv truncated: a row has missing values"
+    return metrics, None
 
 
 def _ordered(values, order) -> list:
@@ -149,13 +170,24 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_final_tables(table: pd.DataFrame, out: Path, protocol: str) -> None:
+def code_versions_note(versions: pd.Series) -> str:
+    """One line naming the code versions behind a table, with a warning when there are several."""
+    counts = versions.value_counts()
+    text = "Code version(s): " + ", ".join(f"`{v}` ({n} runs)" for v, n in counts.items()) + "."
+    if len(counts) > 1:
+        text += (" **Warning: this table mixes runs from different code.** Re-run the old ones with "
+                 "`rerun=stale` on the same sweep command.")
+    return text
+
+
+def write_final_tables(table: pd.DataFrame, out: Path, protocol: str, versions: pd.Series) -> None:
     base = protocol.partition("+")[0]
     what = ("accuracy on the training subset (as the paper)" if base == "paper"
             else "test accuracy" if base == "rigorous" else "validation accuracy")
     datasets, optimizers, rows = _wide(table, ("**", "**"))
     md = (f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
-          "Best per row in bold.\n\n" + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)]))
+          f"Best per row in bold. {code_versions_note(versions)}\n\n"
+          + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)]))
     write_text(out / "table_final.md", md)
     csv_table = table.assign(protocol=protocol)[["protocol", "dataset", "optimizer", "mean", "std", "n", "best"]]
     write_text(out / "table_final.csv", csv_table.to_csv(index=False))
@@ -490,7 +522,8 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
     text = ["# Tuned comparison: test accuracy (%) at each optimizer's chosen lr\n",
             f"Chosen lrs from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
             f"Tuning seeds {meta.get('tuning_seeds', '?')}; re-run seeds {meta.get('rerun_seeds', '?')} (disjoint). "
-            f"Equal budget for every optimizer: {meta.get('equal_budget', '?')}.\n",
+            f"Equal budget for every optimizer: {meta.get('equal_budget', '?')}. "
+            f"{code_versions_note(tuned['code_version'])}\n",
             markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, cells)])]
     if not st.empty:
         text += [f"\n## {candidate} vs each baseline at their chosen lrs (paired by seed)\n",
@@ -581,7 +614,10 @@ def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate
             summary["protocols"][protocol] = {"tuned": tuned}
             continue
         table = final_table(prun)
-        write_final_tables(table, pout, protocol)
+        write_final_tables(table, pout, protocol, prun["code_version"])
+        if prun["code_version"].nunique() > 1:
+            print(f"report: warning: the {protocol} table mixes code versions "
+                  f"{sorted(prun['code_version'].unique())}", file=sys.stderr)
         st = paired_stats(prun, candidate)
         counts = write_stats(st, pout, candidate) if not st.empty else {}
         plot_convergence(pep, pout, protocol)
@@ -593,7 +629,7 @@ def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate
             "tuned": tuned, "lr_robustness": robustness,
             "runs": int(len(prun)), "table": table.to_dict(orient="records"),
             "stats": st.to_dict(orient="records"), "win_tie_loss": counts, "overhead": overhead,
-            "phase_figure": has_phase,
+            "phase_figure": has_phase, "code_versions": prun["code_version"].value_counts().to_dict(),
         }
     summary["paper_comparison"] = write_paper_comparison(runs, out)
     write_json(out / "summary.json", summary)

@@ -9,10 +9,9 @@ All files are written atomically.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from thermolion import ThermoLion, build_optimizer, get_spec
 from .config import RunConfig
 from .data import Prepared, TensorLoader, prepare
 from .io import torch_save, write_csv, write_json, write_text
+from .lock import RunLock
+from .provenance import code_version, environment
 
 __all__ = ["RunResult", "train", "derive_seed", "pick_device", "build_run"]
 
@@ -115,36 +116,14 @@ def evaluate(model, x, y, batch_size: int, amp: bool) -> tuple[float, float]:
     return loss.item() / len(x), 100.0 * correct.item() / len(x)
 
 
-def _environment(device: torch.device) -> dict:
-    import torchvision
-
-    try:
-        import hydra
-
-        hydra_version = hydra.__version__
-    except ImportError:
-        hydra_version = None
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                                    text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "hydra": hydra_version, "git_commit": commit, "git_dirty": dirty, "hostname": platform.node(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-    }
-
-
-def _progress(cfg: RunConfig, epochs_left: int, desc: str):
-    show = {"on": True, "off": False}.get(cfg.trainer.progress, sys.stderr.isatty())
+def _progress(cfg: RunConfig, steps_left: int, desc: str):
+    """The run's bar, in steps (updated from Python, no host sync); drawn only on a terminal."""
     from tqdm import tqdm
 
-    return tqdm(total=epochs_left, desc=desc, unit="epoch", disable=not show, leave=False)
+    from .progress import show_progress
+
+    return tqdm(total=steps_left, desc=desc, unit="step", disable=not show_progress(cfg.trainer.progress),
+                leave=False, dynamic_ncols=True)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -152,24 +131,80 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train(cfg: RunConfig) -> RunResult:
-    """Run one configuration to completion (or resume it); failures become a status, not a crash."""
+    """Run one configuration to completion (or resume it); failures become a status, not a crash.
+
+    Statuses: done, diverged, failed; skipped (finished before, same code), stale (finished with
+    other code, kept unless ``rerun`` is stale or all), running elsewhere (another live process
+    holds the run's lock).
+    """
     run_dir = cfg.run_dir()
-    done, info_path = run_dir / "DONE", run_dir / "run.json"
-    if done.exists():
-        return RunResult(run_dir, "skipped", error="already complete (DONE exists)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "seed": cfg.seed, "status": "running",
-            "run_dir": str(run_dir), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    device = pick_device(cfg.trainer.device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    version = code_version(cfg.code_files())
     try:
-        info["environment"] = _environment(device)
-        return _train(cfg, run_dir, device, info)
-    except Exception as err:  # noqa: BLE001 - a failed run must not stop the sweep
-        info.update(status="failed", error=f"{type(err).__name__}: {err}")
-        write_json(info_path, info)
-        return RunResult(run_dir, "failed", error=info["error"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return RunResult(run_dir, "failed", error=f"cannot create the run folder under results_dir="
+                         f"{cfg.results_dir} ({err.strerror or err}); choose a writable results_dir")
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        holder = lock.holder() or {}
+        return RunResult(run_dir, "running elsewhere", error=f"locked by {holder.get('host')} pid {holder.get('pid')} "
+                         f"(heartbeat {holder.get('age_s', 0):.0f} s ago)")
+    try:
+        finished = _finished_result(cfg, run_dir, version)
+        if finished is not None:
+            return finished
+        info = {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "code_version": version,
+                "seed": cfg.seed, "status": "running", "run_dir": str(run_dir),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if lock.took_over:
+            info["took_over_from"] = {k: lock.took_over.get(k) for k in ("host", "pid", "since")}
+            print(f"took over {run_dir} from {lock.took_over.get('host')} pid {lock.took_over.get('pid')} "
+                  "(owner gone)", flush=True)
+        device = pick_device(cfg.trainer.device)
+        if device.type == "cpu":
+            keep_freed_memory()
+        try:
+            info["environment"] = environment(device)
+            return _train(cfg, run_dir, device, info)
+        except Exception as err:  # noqa: BLE001 - a failed run must not stop the sweep
+            info.update(status="failed", error=f"{type(err).__name__}: {err}")
+            write_json(run_dir / "run.json", info)
+            return RunResult(run_dir, "failed", error=info["error"])
+    finally:
+        lock.release()
+
+
+def _finished_result(cfg: RunConfig, run_dir: Path, version: str) -> Optional[RunResult]:
+    """The result of an already finished run, or None when it is to be (re-)run now."""
+    done = run_dir / "DONE"
+    if not done.exists():
+        return None
+    try:
+        old = json.loads((run_dir / "run.json").read_text()).get("code_version") or "unrecorded"
+    except (OSError, ValueError):
+        old = "unreadable"
+    if cfg.rerun == "all" or (cfg.rerun == "stale" and old != version):
+        done.unlink()  # a rerun killed midway must not look finished
+        return None
+    if old != version:
+        return RunResult(run_dir, "stale", error=f"finished with code {old}, the code is now {version}; "
+                         "kept (rerun=stale re-runs it)")
+    return RunResult(run_dir, "skipped", error="already complete (DONE exists)")
+
+
+def _load_checkpoint(path: Path, cfg: RunConfig, version: str, device: torch.device) -> Optional[dict]:
+    """A killed run's checkpoint, or None; one written by other code is discarded, not mixed in."""
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt.get("fingerprint") != cfg.fingerprint():
+        raise RuntimeError(f"{path} belongs to a different configuration; delete it to start over")
+    if ckpt.get("code_version") != version:
+        print(f"{path.parent}: its checkpoint was written by code {ckpt.get('code_version')}, the code is "
+              f"now {version}: starting over rather than mixing the two", flush=True)
+        path.unlink()
+        return None
+    return ckpt
 
 
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> RunResult:
@@ -188,10 +223,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
     ckpt_path = run_dir / "checkpoint.pt"
     history: list[dict] = []
     start_epoch = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("fingerprint") != cfg.fingerprint():
-            raise RuntimeError(f"{ckpt_path} belongs to a different configuration; delete it to start over")
+    ckpt = _load_checkpoint(ckpt_path, cfg, info["code_version"], device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if swa is not None:
@@ -203,7 +236,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
         history, start_epoch = ckpt["history"], ckpt["epoch"]
         print(f"resuming {run_dir} at epoch {start_epoch + 1}/{tc.epochs}")
     status = "done"
-    bar = _progress(cfg, tc.epochs - start_epoch, f"{cfg.optimizer.name}/{cfg.data.name}/s{cfg.seed}")
+    bar = _progress(cfg, (tc.epochs - start_epoch) * len(loader), f"{cfg.optimizer.name}/{cfg.data.name}/s{cfg.seed}")
     timing_cuda = device.type == "cuda"
     for epoch in range(start_epoch, tc.epochs):
         t_epoch = time.perf_counter()
@@ -230,6 +263,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
                 step_seconds += time.perf_counter() - t0
             loss_sum += loss.detach()
             correct += (out.argmax(1) == y).sum()
+            bar.update(1)
         train_loss = loss_sum.item() / len(loader)  # one host sync per epoch
         train_seconds = time.perf_counter() - t_epoch
         if timing_cuda:
@@ -256,15 +290,15 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
         write_csv(run_dir / "metrics.csv", history)
         if tc.checkpoint and epoch + 1 < tc.epochs:
             save_checkpoint(ckpt_path, {
-                "fingerprint": cfg.fingerprint(), "epoch": epoch + 1, "history": history,
+                "fingerprint": cfg.fingerprint(), "code_version": info["code_version"],
+                "epoch": epoch + 1, "history": history,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "swa_model": swa[0].state_dict() if swa else None,
                 "swa_scheduler": swa[1].state_dict() if swa else None,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             })
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{row['eval_acc']:.2f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.4f}", acc=f"{row['eval_acc']:.2f}")
     bar.close()
     if not history:
         write_text(run_dir / "metrics.csv", "")

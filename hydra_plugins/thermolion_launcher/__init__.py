@@ -9,6 +9,7 @@ failed status record naming its overrides, so the sweep summary lists it and exi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from runners.hydra_glue import record_status
+from runners.progress import SweepProgress, show_progress
 
 
 class _Collecting:
@@ -48,9 +50,15 @@ class _Collecting:
         print(f"[submitit] submitted {len(jobs)} job(s) to {self._EXECUTOR}: {', '.join(j.job_id for j in jobs)}",
               flush=True)
         returns = []
+        progress = SweepProgress(len(jobs), show_progress(str(self.config.trainer.get("progress", "auto"))))
+        started = time.monotonic()
         for i, (overrides, job) in enumerate(zip(job_overrides, jobs)):
             try:
                 returns.append(job.results()[0])
+                status = returns[-1].return_value if isinstance(returns[-1].return_value, str) else "failed"
+                # The time between results is the sweep's throughput (jobs may run in parallel).
+                progress.update(status, time.monotonic() - started)
+                started = time.monotonic()
             except Exception as err:  # noqa: BLE001 - a killed job becomes a failed record
                 lines = str(err).strip().splitlines()
                 record_status(str(sweep_dir), initial_job_idx + i, {
@@ -59,6 +67,8 @@ class _Collecting:
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
                 ret.return_value = "failed"
                 returns.append(ret)
+                progress.update("failed", None)
+        progress.close()
         return returns
 
 
