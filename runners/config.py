@@ -14,11 +14,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from models import MODELS, ModelConfig
 from thermolion import get_spec
 
+from .augment import AUGMENTATIONS
 from .data import DataConfig, get_info
+from .plugins import PluginError, plugin_name, resolve_target, source_files
 
-__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "RERUN", "ConfigError"]
+__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "RERUN", "SCHEDULES", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -26,6 +29,7 @@ class ConfigError(ValueError):
 
 
 RERUN = (None, "stale", "all")  # which finished runs a relaunch trains again (None: none)
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 # Each protocol's defaults: the Hydra presets in conf/protocol/ set exactly these (a test checks),
@@ -49,15 +53,21 @@ class TrainerConfig:
     track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
     checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
     progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
+    schedule: str = "constant"  # per-step lr schedule: constant (the paper's) | cosine | warmup_cosine
+    warmup_steps: int = 0  # linear warmup steps of warmup_cosine
+    grad_clip: Optional[float] = None  # clip the global gradient norm to this (off by default)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    target: Optional[str] = None  # a plug-in's dotted class path (None: a registered optimizer)
 
     def overrides(self) -> dict[str, Any]:
-        """The settings that differ from the registry's defaults for this optimizer."""
+        """The settings that differ from the registry's defaults (none for a plug-in: its name labels it)."""
+        if self.target is not None:
+            return {}
         defaults = get_spec(self.name).defaults
         out = {}
         for k, v in self.kwargs.items():
@@ -74,7 +84,7 @@ class RunConfig:
     data: DataConfig
     trainer: TrainerConfig
     protocol: str = "rigorous"
-    model: str = "convnet"
+    model: ModelConfig = ModelConfig()
     seed: int = 0
     results_dir: str = "outputs"
     tuned_from: Optional[str] = None  # chosen-lr file the lr came from (tuned protocol re-runs)
@@ -86,11 +96,12 @@ class RunConfig:
         cfg = dict(cfg)
         cfg.pop("hydra", None)
         opt = dict(cfg.pop("optimizer"))
-        name = opt.pop("name")
-        try:
-            get_spec(name)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        name, target = opt.pop("name", None), opt.pop("_target_", None)
+        if target is None:
+            try:
+                get_spec(str(name))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         # lr_scale multiplies the optimizer's lr (an lr grid relative to each optimizer's default,
         # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tune`.
         lr_scale = cfg.pop("lr_scale", 1.0)
@@ -111,12 +122,18 @@ class RunConfig:
             get_info(data["name"])
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if target is not None:
+            try:
+                name = plugin_name(resolve_target(target, opt), name)
+            except PluginError as err:
+                raise ConfigError(str(err)) from None
         model = cfg.pop("model", {"name": "convnet"})
+        model = {"name": model} if isinstance(model, str) else dict(model)
         run = cls(
-            optimizer=OptimizerConfig(name, opt),
+            optimizer=OptimizerConfig(name, opt, target),
             data=_build(DataConfig, data, "data"),
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
-            model=model["name"] if isinstance(model, dict) else model,
+            model=_build(ModelConfig, model, "model"),
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun") if k in cfg},
         )
@@ -128,8 +145,10 @@ class RunConfig:
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
-        if self.model != "convnet":
-            raise ConfigError(f"unknown model {self.model!r}; the benchmark has 'convnet'")
+        try:
+            model = self.model.resolved()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for name in ("epochs", "batch_size"):
             if getattr(self.trainer, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self.trainer, name)}")
@@ -139,9 +158,25 @@ class RunConfig:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.rerun not in RERUN:
             raise ConfigError(f"rerun must be stale or all (or null: keep finished runs), got {self.rerun!r}")
-        if self.data.image_size < 4 or self.data.image_size % 4:
-            raise ConfigError(f"data.image_size must be a multiple of 4 (the convnet pools twice by 2), "
-                              f"got {self.data.image_size}")
+        if self.data.image_size < 8 or (model["name"] != "resnet18" and self.data.image_size % 4):
+            raise ConfigError(f"data.image_size must be a multiple of 4 and >= 8 (the convnet pools twice by 2, "
+                              f"the ViT's patches are 4x4), got {self.data.image_size}")
+        if self.data.augment not in AUGMENTATIONS:
+            raise ConfigError(f"data.augment must be one of {', '.join(AUGMENTATIONS)}, got {self.data.augment!r}")
+        t = self.trainer
+        if t.schedule not in SCHEDULES:
+            raise ConfigError(f"trainer.schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+        if t.warmup_steps < 0 or (t.warmup_steps > 0) != (t.schedule == "warmup_cosine"):
+            raise ConfigError(f"trainer.warmup_steps must be >= 1 with schedule=warmup_cosine and 0 otherwise, "
+                              f"got {t.warmup_steps} with schedule={t.schedule}")
+        if t.grad_clip is not None and not t.grad_clip > 0:
+            raise ConfigError(f"trainer.grad_clip must be > 0 (or null: off), got {t.grad_clip}")
+        if self.optimizer.target is None and get_spec(self.optimizer.name).averaging:
+            if t.schedule != "constant":
+                raise ConfigError(f"{self.optimizer.name} runs its own SWA lr schedule; use trainer.schedule=constant")
+            if model["name"] != "convnet":
+                raise ConfigError(f"{self.optimizer.name} evaluates the averaged weights without recomputing "
+                                  f"BatchNorm statistics (as the notebook); use it with model=convnet")
         for key, value in self.optimizer.kwargs.items():
             if key in ("lr", "weight_decay", "eps", "momentum") and not _is_number(value):
                 raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
@@ -149,20 +184,24 @@ class RunConfig:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.kwargs['lr']}")
 
     def code_files(self) -> list[Path]:
-        """Source files beyond the project's own that determine this run's numbers (none yet)."""
-        return []
+        """Source files beyond the project's own that determine this run's numbers (a plug-in's)."""
+        return source_files(self.optimizer.target) if self.optimizer.target else []
 
     # ------------------------------------------------------------------ identity
     def result_settings(self) -> dict[str, Any]:
         """Everything that changes the numbers a run produces (not where it runs or how fast)."""
         return {
-            "protocol": self.protocol, "dataset": self.data.name, "model": self.model, "seed": self.seed,
-            "optimizer": {"name": self.optimizer.name, **self.optimizer.kwargs},
+            "protocol": self.protocol, "dataset": self.data.name, "model": self.model.resolved(), "seed": self.seed,
+            "optimizer": self._optimizer_dict(),
             "data": {k: getattr(self.data, k) for k in ("image_size", "train_subset", "eval_split",
-                                                        "val_fraction", "test_fraction", "label_noise")},
-            "trainer": {"epochs": self.trainer.epochs, "batch_size": self.trainer.batch_size,
-                        "amp": self.trainer.amp},
+                                                        "val_fraction", "test_fraction", "label_noise", "augment")},
+            "trainer": {k: getattr(self.trainer, k) for k in ("epochs", "batch_size", "amp", "schedule",
+                                                              "warmup_steps", "grad_clip")},
         }
+
+    def _optimizer_dict(self) -> dict[str, Any]:
+        target = {"_target_": self.optimizer.target} if self.optimizer.target else {}
+        return {"name": self.optimizer.name, **target, **self.optimizer.kwargs}
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.result_settings(), sort_keys=True, default=str)
@@ -170,9 +209,12 @@ class RunConfig:
 
     def setting_overrides(self) -> dict[str, Any]:
         """Data/trainer settings that differ from the protocol's defaults (they name the run)."""
+        model = self.model.resolved()
         base = {**PROTOCOLS[self.protocol], "image_size": 32, "label_noise": 0.0, "val_fraction": 0.1,
-                "test_fraction": 0.2, "amp": False}
-        now = {**self.result_settings()["data"], **self.result_settings()["trainer"]}
+                "test_fraction": 0.2, "amp": False, "augment": "none", "schedule": "constant", "warmup_steps": 0,
+                "grad_clip": None, "model": "convnet", **MODELS[model["name"]]}
+        name = model.pop("name")
+        now = {**self.result_settings()["data"], **self.result_settings()["trainer"], **model, "model": name}
         return {k: v for k, v in now.items() if base.get(k) != v}
 
     def run_dir(self) -> Path:
@@ -186,7 +228,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,
                 "tuned_from": self.tuned_from,
-                "model": self.model, "optimizer": {"name": self.optimizer.name, **self.optimizer.kwargs},
+                "model": asdict(self.model), "optimizer": self._optimizer_dict(),
                 "data": asdict(self.data), "trainer": asdict(self.trainer)}
 
 

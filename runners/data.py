@@ -293,6 +293,7 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of the training split when eval_split == "val"
     test_fraction: float = 0.2  # held-out test share for sets without an official test split
     label_noise: float = 0.0
+    augment: str = "none"  # none | crop | crop_flip | auto (runners.augment; training batches only)
 
 
 @dataclass
@@ -369,11 +370,12 @@ class TensorLoader:
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, augmenter=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.augmenter = augmenter  # runners.augment.EpochAugmenter, or None
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -387,6 +389,12 @@ class TensorLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order(epoch).to(self.x.device)
+        draws = self.augmenter.draws(epoch, len(order), self.x.device) if self.augmenter else None
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[batch]
+            if draws is None:
+                yield self.x[idx], self.y[idx]
+            else:
+                offsets, flips = draws
+                yield self.augmenter.apply(self.x[idx], offsets[batch], flips[batch] if flips is not None else None), self.y[idx]

@@ -25,7 +25,7 @@ __all__ = ["ROOT", "code_files", "code_version", "environment"]
 ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("thermolion", "models", "runners")
 # Modules of runners/ that never change a number: reading, reporting, tuning glue, locks, progress.
-_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "io", "__init__"}
+_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "plugins", "io", "__init__"}
 
 
 def code_files() -> list[Path]:
@@ -49,9 +49,12 @@ def _hash(paths: tuple[Path, ...]) -> str:
 
 
 def code_version(extra: Iterable[Path] = ()) -> str:
-    """12 hex digits naming the content of the files that determine a run's numbers."""
+    """12 hex digits naming the project's files that determine a run's numbers, then ``+`` and 8
+    more for ``extra`` files (a plug-in's source) when there are any. Hashed once per process: the
+    version names the code that was imported, even if the files change while a sweep runs."""
     extra = sorted({Path(p).resolve() for p in extra} - set(code_files()))
-    return _hash(tuple(code_files() + extra))
+    project = _hash(tuple(code_files()))
+    return f"{project}+{_hash(tuple(extra))[:8]}" if extra else project
 
 
 def environment(device: torch.device) -> dict:

@@ -174,7 +174,7 @@ def code_versions_note(versions: pd.Series) -> str:
     """One line naming the code versions behind a table, with a warning when there are several."""
     counts = versions.value_counts()
     text = "Code version(s): " + ", ".join(f"`{v}` ({n} runs)" for v, n in counts.items()) + "."
-    if len(counts) > 1:
+    if versions.str.partition("+")[0].nunique() > 1:  # "+..." is a plug-in's own source: not a mix
         text += (" **Warning: this table mixes runs from different code.** Re-run the old ones with "
                  "`rerun=stale` on the same sweep command.")
     return text
@@ -615,7 +615,7 @@ def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate
             continue
         table = final_table(prun)
         write_final_tables(table, pout, protocol, prun["code_version"])
-        if prun["code_version"].nunique() > 1:
+        if prun["code_version"].str.partition("+")[0].nunique() > 1:
             print(f"report: warning: the {protocol} table mixes code versions "
                   f"{sorted(prun['code_version'].unique())}", file=sys.stderr)
         st = paired_stats(prun, candidate)

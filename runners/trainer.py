@@ -22,14 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from models import ConvNet
-from thermolion import ThermoLion, build_optimizer, get_spec
+from models import build_model
+from thermolion import ThermoLion, build_optimizer, get_spec, param_groups
 
+from .augment import EpochAugmenter, resolve_augment
 from .config import RunConfig
 from .data import Prepared, TensorLoader, prepare
 from .io import torch_save, write_csv, write_json, write_text
 from .lock import RunLock
+from .plugins import resolve_target
 from .provenance import code_version, environment
+from .schedules import build_schedule
 
 __all__ = ["RunResult", "train", "derive_seed", "pick_device", "build_run"]
 
@@ -85,18 +88,26 @@ def pick_device(name: str) -> torch.device:
 def build_run(cfg: RunConfig, data: Prepared, device: torch.device):
     """Model (seeded init), optimizer and, for SWA, the averaged model and its lr schedule."""
     torch.manual_seed(derive_seed(cfg.seed, cfg.data.name, "init"))
-    model = ConvNet(data.channels, data.num_classes, data.image_size).to(device)
+    model = build_model(cfg.model, data.channels, data.num_classes, data.image_size).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    spec = get_spec(cfg.optimizer.name)
+    groups = param_groups(model, cfg.model.resolved()["decay_norm_and_bias"])
     kwargs = dict(cfg.optimizer.kwargs)
-    if spec.factory is ThermoLion:
+    if cfg.optimizer.target:  # a plug-in: the class itself, with exactly the given arguments
+        factory, averaging = resolve_target(cfg.optimizer.target, kwargs), None
+    else:
+        spec = get_spec(cfg.optimizer.name)
+        factory, averaging = spec.factory, spec.averaging
+    if isinstance(factory, type) and issubclass(factory, ThermoLion):
         gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, cfg.data.name, "noise"))
         kwargs.update(generator=gen, track_stats=cfg.trainer.track_stats)
-    optimizer = build_optimizer(cfg.optimizer.name, model, **kwargs)
+    if cfg.optimizer.target:
+        optimizer = factory(groups, **kwargs)
+    else:
+        optimizer = build_optimizer(cfg.optimizer.name, groups, **kwargs)
     swa = None
-    if spec.averaging:
-        swa = (AveragedModel(model), SWALR(optimizer, swa_lr=spec.averaging["swa_lr"]), spec.averaging["start_epoch"])
+    if averaging:
+        swa = (AveragedModel(model), SWALR(optimizer, swa_lr=averaging["swa_lr"]), averaging["start_epoch"])
     return model, optimizer, swa
 
 
@@ -180,9 +191,14 @@ def _finished_result(cfg: RunConfig, run_dir: Path, version: str) -> Optional[Ru
     if not done.exists():
         return None
     try:
-        old = json.loads((run_dir / "run.json").read_text()).get("code_version") or "unrecorded"
+        recorded = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
-        old = "unreadable"
+        recorded = {}
+    old = recorded.get("code_version") or ("unrecorded" if recorded else "unreadable")
+    stored = recorded.get("config", {}).get("optimizer")
+    if cfg.optimizer.target and stored is not None and stored != cfg.to_dict()["optimizer"]:
+        return RunResult(run_dir, "failed", error=f"this folder holds plug-in {cfg.optimizer.name!r} with other "
+                         f"settings ({stored}); give this one another optimizer.name")
     if cfg.rerun == "all" or (cfg.rerun == "stale" and old != version):
         done.unlink()  # a rerun killed midway must not look finished
         return None
@@ -218,8 +234,16 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
     info["sizes"] = {"train": len(data.train_y), "eval": len(data.eval_y), "eval_split": data.eval_split}
     model, optimizer, swa = build_run(cfg, data, device)
     step_model = torch.compile(model) if tc.compile else model
+    augment, warning = resolve_augment(cfg.data.augment, cfg.data.name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        info["data_notes"].append(warning)
+    augmenter = (EpochAugmenter(augment, derive_seed(cfg.seed, cfg.data.name, "augment"))
+                 if augment != "none" else None)
+    info["augment"] = augment
     loader = TensorLoader(data.train_x, data.train_y, tc.batch_size,
-                          seed=derive_seed(cfg.seed, cfg.data.name, "batches"))
+                          seed=derive_seed(cfg.seed, cfg.data.name, "batches"), augmenter=augmenter)
+    scheduler = build_schedule(optimizer, tc.schedule, tc.epochs * len(loader), tc.warmup_steps)
     ckpt_path = run_dir / "checkpoint.pt"
     history: list[dict] = []
     start_epoch = 0
@@ -230,6 +254,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
         if swa is not None:
             swa[0].load_state_dict(ckpt["swa_model"])
             swa[1].load_state_dict(ckpt["swa_scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng_cpu"])
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
@@ -251,6 +277,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
             loss = F.cross_entropy(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if tc.grad_clip is not None:  # global norm; the result stays on the device (no sync)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             if timing_cuda:  # CUDA events: time the step without a host sync per step
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -261,6 +289,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
                 t0 = time.perf_counter()
                 optimizer.step()
                 step_seconds += time.perf_counter() - t0
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach()
             correct += (out.argmax(1) == y).sum()
             bar.update(1)
@@ -295,6 +325,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "swa_model": swa[0].state_dict() if swa else None,
                 "swa_scheduler": swa[1].state_dict() if swa else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             })

@@ -90,14 +90,16 @@ def get_spec(name: str) -> OptimizerSpec:
 def param_groups(model: nn.Module, weight_decay_on_norm_and_bias: bool = True) -> list[dict]:
     """Param-group policy, in one place. The paper decays every tensor (the default).
 
-    With ``weight_decay_on_norm_and_bias=False``, 1-D tensors (biases, norm scales) go into a
-    group with weight_decay 0, the usual practice for larger models.
+    With ``weight_decay_on_norm_and_bias=False``, 1-D tensors (biases, norm scales) and the names a
+    model lists in ``no_weight_decay()`` (timm's convention, e.g. a ViT's position embedding) go
+    into a group with weight_decay 0, the usual practice for larger models.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if weight_decay_on_norm_and_bias:
-        return [{"params": params}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": [p for _, p in named]}]
+    skip = set(getattr(model, "no_weight_decay", lambda: ())())
+    no_decay = [p for n, p in named if p.ndim <= 1 or n in skip]
+    decay = [p for n, p in named if not (p.ndim <= 1 or n in skip)]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
