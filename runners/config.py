@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from models import MODELS, ModelConfig
-from thermolion import get_spec
+from thermolion import build_optimizer, get_spec
 
 from .augment import AUGMENTATIONS
 from .data import DataConfig, get_info
 from .plugins import PluginError, plugin_name, resolve_target, source_files
+from .search_space import SearchSpaceError, apply_values, load_space, space_path, trial_values
 
 __all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "RERUN", "SCHEDULES", "ConfigError"]
 
@@ -56,6 +57,7 @@ class TrainerConfig:
     schedule: str = "constant"  # per-step lr schedule: constant (the paper's) | cosine | warmup_cosine
     warmup_steps: int = 0  # linear warmup steps of warmup_cosine
     grad_clip: Optional[float] = None  # clip the global gradient norm to this (off by default)
+    eval_every_steps: Optional[int] = None  # also evaluate every this many steps (evals.csv; off by default)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class RunConfig:
     results_dir: str = "outputs"
     tuned_from: Optional[str] = None  # chosen-lr file the lr came from (tuned protocol re-runs)
     rerun: Optional[str] = None  # stale | all: re-train finished runs (not part of a run's identity)
+    trial: Optional[int] = None  # tuning trial: 0 = the defaults, i >= 1 = point i of the search space
+    search_space: Optional[str] = None  # the space file the trial was drawn from
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -107,6 +111,7 @@ class RunConfig:
         lr_scale = cfg.pop("lr_scale", 1.0)
         tuned_lrs = cfg.pop("tuned_lrs", None)
         tuned_from = cfg.pop("tuned_from", None)  # present in to_dict() output
+        trial, space_name = cfg.pop("trial", None), cfg.pop("search_space", None)
         if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
             raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
         if "lr" in opt and not _is_number(opt["lr"]):
@@ -117,7 +122,23 @@ class RunConfig:
         dataset = cfg.pop("dataset")
         data["name"] = dataset["name"] if isinstance(dataset, dict) else dataset
         if tuned_lrs is not None:
-            opt["lr"] = _chosen_lr(tuned_lrs, str(data["name"]), name)
+            if trial is not None:
+                raise ConfigError("tuned_lrs and trial exclude each other: a re-run uses the chosen configuration")
+            opt.update(_chosen_config(tuned_lrs, str(data["name"]), name))
+        space_file = None
+        if trial is not None:
+            if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+                raise ConfigError(f"trial must be an integer >= 0 (0: the defaults), got {trial!r}")
+            space_file = str(space_path(space_name, str(name)))
+            if trial > 0:
+                try:
+                    space = load_space(Path(space_file))
+                    if space["optimizer"] not in (None, name):
+                        raise SearchSpaceError(f"search space {space_file} is for {space['optimizer']!r}, "
+                                               f"not {name!r}; pick one with search_space=<name or path>")
+                    opt = apply_values(opt, trial_values(space, str(name), trial))
+                except SearchSpaceError as err:
+                    raise ConfigError(str(err)) from None
         try:
             get_info(data["name"])
         except ValueError as err:
@@ -135,6 +156,7 @@ class RunConfig:
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
             model=_build(ModelConfig, model, "model"),
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
+            trial=trial, search_space=space_file,
             **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun") if k in cfg},
         )
         if cfg:
@@ -169,6 +191,8 @@ class RunConfig:
         if t.warmup_steps < 0 or (t.warmup_steps > 0) != (t.schedule == "warmup_cosine"):
             raise ConfigError(f"trainer.warmup_steps must be >= 1 with schedule=warmup_cosine and 0 otherwise, "
                               f"got {t.warmup_steps} with schedule={t.schedule}")
+        if t.eval_every_steps is not None and t.eval_every_steps < 1:
+            raise ConfigError(f"trainer.eval_every_steps must be >= 1 (or null: per epoch only), got {t.eval_every_steps}")
         if t.grad_clip is not None and not t.grad_clip > 0:
             raise ConfigError(f"trainer.grad_clip must be > 0 (or null: off), got {t.grad_clip}")
         if self.optimizer.target is None and get_spec(self.optimizer.name).averaging:
@@ -182,6 +206,13 @@ class RunConfig:
                 raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
         if not self.optimizer.kwargs.get("lr", 1.0) > 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.kwargs['lr']}")
+        if self.optimizer.target is None:  # plug-ins were built once when resolved
+            import torch
+
+            try:
+                build_optimizer(self.optimizer.name, [torch.nn.Parameter(torch.zeros(1))], **self.optimizer.kwargs)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"optimizer {self.optimizer.name}: {err}") from None
 
     def code_files(self) -> list[Path]:
         """Source files beyond the project's own that determine this run's numbers (a plug-in's)."""
@@ -195,6 +226,7 @@ class RunConfig:
             "optimizer": self._optimizer_dict(),
             "data": {k: getattr(self.data, k) for k in ("image_size", "train_subset", "eval_split",
                                                         "val_fraction", "test_fraction", "label_noise", "augment")},
+            # eval_every_steps is left out: evaluating in between changes no number (a test checks).
             "trainer": {k: getattr(self.trainer, k) for k in ("epochs", "batch_size", "amp", "schedule",
                                                               "warmup_steps", "grad_clip")},
         }
@@ -227,21 +259,25 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,
-                "tuned_from": self.tuned_from,
+                "tuned_from": self.tuned_from, "trial": self.trial, "search_space": self.search_space,
                 "model": asdict(self.model), "optimizer": self._optimizer_dict(),
                 "data": asdict(self.data), "trainer": asdict(self.trainer)}
 
 
-def _chosen_lr(path: str, dataset: str, optimizer: str) -> float:
+def _chosen_config(path: str, dataset: str, optimizer: str) -> dict[str, Any]:
+    """The optimizer settings chosen by ``python -m runners.tune`` (its whole configuration, or the lr
+    alone in files written before configurations were tuned)."""
     try:
         chosen = json.loads(Path(path).read_text())["chosen"]
     except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"tuned_lrs={path}: not a chosen-lr file from `python -m runners.tune` ({err})") from None
+        raise ConfigError(f"tuned_lrs={path}: not a chosen-configuration file from `python -m runners.tune` "
+                          f"({err})") from None
     try:
-        return float(chosen[dataset][optimizer]["lr"])
+        pick = chosen[dataset][optimizer]
     except KeyError:
-        raise ConfigError(f"tuned_lrs={path} has no lr chosen for {optimizer} on {dataset}; "
+        raise ConfigError(f"tuned_lrs={path} has no configuration chosen for {optimizer} on {dataset}; "
                           f"it covers {sorted((d, sorted(o)) for d, o in chosen.items())}") from None
+    return dict(pick["config"]) if "config" in pick else {"lr": float(pick["lr"])}
 
 
 def _is_number(value) -> bool:

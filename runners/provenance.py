@@ -25,7 +25,7 @@ __all__ = ["ROOT", "code_files", "code_version", "environment"]
 ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("thermolion", "models", "runners")
 # Modules of runners/ that never change a number: reading, reporting, tuning glue, locks, progress.
-_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "plugins", "io", "__init__"}
+_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "plugins", "search_space", "io", "__init__"}
 
 
 def code_files() -> list[Path]:

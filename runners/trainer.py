@@ -246,6 +246,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
     scheduler = build_schedule(optimizer, tc.schedule, tc.epochs * len(loader), tc.warmup_steps)
     ckpt_path = run_dir / "checkpoint.pt"
     history: list[dict] = []
+    evals: list[dict] = []  # every evaluation point (eval_every_steps): evals.csv
     start_epoch = 0
     ckpt = _load_checkpoint(ckpt_path, cfg, info["code_version"], device)
     if ckpt is not None:
@@ -260,15 +261,19 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
         history, start_epoch = ckpt["history"], ckpt["epoch"]
+        evals = ckpt.get("evals", [])
         print(f"resuming {run_dir} at epoch {start_epoch + 1}/{tc.epochs}")
     status = "done"
+    every = tc.eval_every_steps or 0
+    step = start_epoch * len(loader)
+    trained_seconds = sum(r["train_time_s"] for r in history)  # training only, over all epochs so far
     bar = _progress(cfg, (tc.epochs - start_epoch) * len(loader), f"{cfg.optimizer.name}/{cfg.data.name}/s{cfg.seed}")
     timing_cuda = device.type == "cuda"
     for epoch in range(start_epoch, tc.epochs):
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        step_seconds, events = 0.0, []
+        step_seconds, eval_seconds, events = 0.0, 0.0, []
         for x, y in loader.epoch(epoch):
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -294,11 +299,19 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
             loss_sum += loss.detach()
             correct += (out.argmax(1) == y).sum()
             bar.update(1)
+            step += 1
+            if every and step % every == 0 and step % len(loader):  # epoch ends are evaluated below
+                t_eval = time.perf_counter()
+                eval_loss, eval_acc = evaluate(model, data.eval_x, data.eval_y, tc.batch_size, tc.amp)
+                evals.append({"step": step, "epoch": step / len(loader), "eval_loss": eval_loss, "eval_acc": eval_acc,
+                              "train_seconds": trained_seconds + t_eval - t_epoch - eval_seconds})
+                eval_seconds += time.perf_counter() - t_eval
         train_loss = loss_sum.item() / len(loader)  # one host sync per epoch
-        train_seconds = time.perf_counter() - t_epoch
+        train_seconds = time.perf_counter() - t_epoch - eval_seconds
+        trained_seconds += train_seconds
         if timing_cuda:
             step_seconds = sum(s.elapsed_time(e) for s, e in events) / 1e3
-        row = {"epoch": epoch + 1, "train_loss": train_loss,
+        row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
                "train_acc": 100.0 * correct.item() / len(data.train_y),
                "lr": optimizer.param_groups[0]["lr"]}
         if not math.isfinite(train_loss):
@@ -318,10 +331,14 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict) -> R
             row.update(optimizer.read_stats())
         history.append(row)
         write_csv(run_dir / "metrics.csv", history)
+        if every:
+            evals.append({"step": step, "epoch": float(epoch + 1), "eval_loss": row["eval_loss"],
+                          "eval_acc": row["eval_acc"], "train_seconds": trained_seconds})
+            write_csv(run_dir / "evals.csv", evals)
         if tc.checkpoint and epoch + 1 < tc.epochs:
             save_checkpoint(ckpt_path, {
                 "fingerprint": cfg.fingerprint(), "code_version": info["code_version"],
-                "epoch": epoch + 1, "history": history,
+                "epoch": epoch + 1, "history": history, "evals": evals,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "swa_model": swa[0].state_dict() if swa else None,
                 "swa_scheduler": swa[1].state_dict() if swa else None,

@@ -162,7 +162,7 @@ def test_baselines_reject_invalid_arguments_and_sparse_grads(cls):
 # Rates at which each optimizer is stable on these problems (SGD and SWATS' SGD phase need small
 # steps on Rosenbrock's curvature; ThermoLion's noise scales with sqrt(mean v), i.e. with the
 # gradient, so it needs a smaller lr where gradients are in the hundreds).
-ROSENBROCK_LR = {"lion": 3e-3, "swa": 5e-4, "swats": 5e-4, "lookahead": 3e-2,
+ROSENBROCK_LR = {"lion": 3e-3, "swa": 5e-4, "swats": 5e-4, "sgd": 3e-4, "lookahead": 3e-2,
                  "lookahead_textbook": 3e-2, "thermolion_bc": 3e-4}
 
 
@@ -198,3 +198,19 @@ def test_noisy_quadratic_shrinks_the_distance_tenfold(name):
         y.grad = curvature * y.detach() + 0.1 * torch.randn(50, generator=gen, dtype=torch.float64)
         opt.step()
     assert y.detach().norm().item() <= start / 10
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_rosenbrock_at_lr_1e_2_the_authors_noise_diverges_and_unit_noise_converges(seed):
+    def run(name):
+        x = torch.nn.Parameter(torch.tensor([1.5, 1.5], dtype=torch.float64))
+        opt = build_optimizer(name, [x], lr=1e-2, generator=torch.Generator().manual_seed(seed))
+        for _ in range(3000):
+            opt.zero_grad()
+            ((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2).backward()
+            opt.step()
+        return (x.detach() - 1).norm().item()
+
+    start = math.sqrt(0.5)
+    assert not math.isfinite(run("thermolion"))  # noise in gradient units: ~sqrt(mean v) ~ 100s here
+    assert run("thermolion_unitnoise") <= start / 4  # noise in lr units: scale-free

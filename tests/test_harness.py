@@ -224,3 +224,19 @@ def test_paper_protocol_on_real_mnist_thermolion_reaches_97_percent(tmp_path):
     assert info["sizes"] == {"train": 5000, "eval": 5000, "eval_split": "train"}, proc.stdout
     assert len(read_metrics(tmp_path / "paper" / "mnist" / "thermolion" / "seed0")) == 12
     assert info["final"]["eval_acc"] >= 97.0
+
+
+def test_evaluating_every_few_steps_changes_no_training_number_and_writes_evals_csv(tmp_path):
+    plain = T.train(config(tmp_path / "plain", "thermolion", epochs=2, deterministic=True))
+    every = T.train(config(tmp_path / "every", "thermolion", epochs=2, deterministic=True, eval_every_steps=5))
+    assert _metric_rows(plain.run_dir) == _metric_rows(every.run_dir)  # noise, batches and steps as before
+    assert plain.run_dir.relative_to(tmp_path / "plain") == every.run_dir.relative_to(tmp_path / "every")
+    with (every.run_dir / "evals.csv").open() as f:
+        evals = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in evals] == [5, 10, 12, 15, 20, 24]  # 12 steps an epoch, plus epoch ends
+    assert [float(r["epoch"]) for r in evals][2] == 1.0 and float(evals[0]["epoch"]) == pytest.approx(5 / 12)
+    seconds = [float(r["train_seconds"]) for r in evals]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    ends = [r for r in evals if float(r["epoch"]).is_integer()]
+    assert [r["eval_acc"] for r in ends] == [r["eval_acc"] for r in read_metrics(every.run_dir)]
+    assert [int(r["step"]) for r in read_metrics(plain.run_dir)] == [12, 24] and not (plain.run_dir / "evals.csv").exists()

@@ -54,13 +54,15 @@ def test_plugin_sgd_runs_end_to_end_and_appears_under_its_name_in_the_report(tmp
 
 
 def test_plugin_name_defaults_to_the_lowercased_class_name_and_kwargs_reach_the_constructor(tmp_path):
-    cfg = make(tmp_path, {"_target_": "torch.optim.SGD", "name": None, "lr": 0.1, "nesterov": True, "momentum": 0.5})
-    assert cfg.optimizer.name == "sgd" and cfg.run_dir().parts[-2] == "sgd+epochs=2,image_size=16"
+    cfg = make(tmp_path, {"_target_": "torch.optim.Adagrad", "name": None, "lr": 0.1, "lr_decay": 0.01,
+                          "initial_accumulator_value": 0.5})
+    assert cfg.optimizer.name == "adagrad" and cfg.run_dir().parts[-2] == "adagrad+epochs=2,image_size=16"
     from runners.data import prepare
 
     _, optimizer, _ = T.build_run(cfg, prepare(cfg.data), torch.device("cpu"))
-    assert type(optimizer) is torch.optim.SGD
-    assert optimizer.param_groups[0]["nesterov"] is True and optimizer.param_groups[0]["momentum"] == 0.5
+    assert type(optimizer) is torch.optim.Adagrad
+    assert optimizer.param_groups[0]["lr_decay"] == 0.01
+    assert optimizer.param_groups[0]["initial_accumulator_value"] == 0.5
 
 
 @pytest.mark.parametrize("target, extra, message", [

@@ -163,7 +163,7 @@ def _base(tmp_path) -> dict:
     (dict(optimizer=dict(lr=[1])), "optimizer.lr must be a number, got [1]"),
     (dict(data=dict(image_size=30)), "data.image_size must be a multiple of 4"),
     (dict(trainer=dict(batch_size=-1)), "trainer.batch_size must be >= 1, got -1"),
-    (dict(tuned_lrs="/nonexistent/chosen_lrs.json"), "tuned_lrs=/nonexistent/chosen_lrs.json: not a chosen-lr file"),
+    (dict(tuned_lrs="/nonexistent/chosen_lrs.json"), "tuned_lrs=/nonexistent/chosen_lrs.json: not a chosen-configuration file"),
     (dict(rerun="sometimes"), "rerun must be stale or all"),
 ])
 def test_bad_config_values_are_one_clear_config_error(tmp_path, change, message):

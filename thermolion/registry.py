@@ -58,6 +58,8 @@ _SPECS = [
     OptimizerSpec("swa", torch.optim.SGD, dict(lr=1e-2), "SGD (no momentum) + weight averaging",
                   averaging=dict(start_epoch=6, swa_lr=0.01)),
     OptimizerSpec("thermolion", ThermoLion, _THERMOLION_DEFAULTS, "ThermoLion, the author's defaults"),
+    OptimizerSpec("sgd", torch.optim.SGD, dict(lr=1e-2, momentum=0.9),
+                  "SGD with momentum 0.9 (not in the paper; a tuning-study baseline)"),
 ]
 _VARIANTS = [  # (name, base, overrides, description)
     ("thermolion_noboost", "thermolion", dict(boost=0.0), "ablation: no momentum-alignment boost"),
