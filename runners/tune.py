@@ -1,20 +1,23 @@
-"""Fair tuning: pick each optimizer's lr on validation accuracy, then re-run it with fresh seeds.
+"""Fair tuning: pick each optimizer's configuration on validation accuracy, then re-run it with fresh seeds.
 
     python -m runners.tune <results_dir> [--rerun-seeds 3] [--run]
 
-Reads the complete runs of ``results_dir`` that were evaluated on a validation split (the
-``tuned`` protocol, e.g. from ``+experiment=lr_sensitivity``), and for every (settings, dataset,
-optimizer) picks the lr with the highest mean validation accuracy over the tuning seeds. Ties
-(equal means to 1e-9) go to the lr closest to the optimizer's default on a log scale, then to the
-smaller lr. Test-split numbers are never read. Writes ``<results_dir>/tuning/chosen_lrs.json``
-(choices, the rule, tuning seeds, each optimizer's budget) and prints the re-run command: the
-rigorous protocol (test split) with the chosen lrs (``tuned_lrs=...``) and seeds disjoint from
-the tuning seeds; ``--run`` launches it.
+Reads the complete runs of ``results_dir`` that were evaluated on a validation split (the ``tuned``
+protocol: ``+experiment=lr_sensitivity`` grids or ``+experiment=tunability`` trials), and for every
+(settings, dataset, optimizer) picks the configuration (all its hyperparameters, not only the lr)
+with the highest mean validation accuracy over the tuning seeds. Ties (equal means to 1e-9) go to
+the lr closest to the optimizer's default on a log scale, then to the smaller lr, then to the lower
+trial index (so the defaults win a tie). Test-split numbers are never read. Writes
+``<results_dir>/tuning/chosen_lrs.json`` (choices with their whole configuration, the rule, tuning
+seeds, each optimizer's budget) and prints the re-run command: the rigorous protocol (test split)
+with the chosen configurations (``tuned_lrs=...``) and seeds disjoint from the tuning seeds; ``--run``
+launches it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import subprocess
@@ -23,12 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from thermolion import get_spec
+from thermolion import OPTIMIZERS, get_spec
 
 from .io import write_json
 from .report import ReportError, collect_runs
 
-__all__ = ["select_lrs", "rerun_seeds", "main"]
+__all__ = ["select_configs", "rerun_seeds", "main"]
 
 RULE = ("highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the lr closest to "
         "the optimizer's default on a log scale, then to the smaller lr")
@@ -45,23 +48,30 @@ def _tuning_runs(results_dir: Path) -> pd.DataFrame:
     return runs
 
 
-def select_lrs(runs: pd.DataFrame) -> dict:
+def select_configs(runs: pd.DataFrame) -> dict:
     """Choices per (settings section, dataset, optimizer) from validation-evaluated runs."""
     chosen, budget, table = {}, {}, []
+    runs = runs.assign(trial=runs["trial"].fillna(0) if "trial" in runs else 0)
+    if "optimizer_config" not in runs:  # configurations that differ in the lr alone
+        runs = runs.assign(optimizer_config=runs["lr"].map(lambda lr: json.dumps({"lr": lr})))
     for (section, dataset, opt), g in runs.groupby(["protocol", "dataset", "optimizer_name"]):
-        default = get_spec(opt).defaults["lr"]
-        per_lr = g.groupby("lr")["final_eval_acc"].agg(["mean", "std", "count"]).reset_index()
-        best = per_lr["mean"].max()
-        ties = per_lr[per_lr["mean"] >= best - 1e-9].copy()
+        default = get_spec(opt).defaults["lr"] if opt in OPTIMIZERS else float(g["lr"].median())
+        per = (g.groupby("optimizer_config").agg(mean=("final_eval_acc", "mean"), std=("final_eval_acc", "std"),
+                                                 count=("final_eval_acc", "count"), lr=("lr", "first"),
+                                                 trial=("trial", "min")).reset_index())
+        best = per["mean"].max()
+        ties = per[per["mean"] >= best - 1e-9].copy()
         ties["distance"] = (ties["lr"].apply(math.log10) - math.log10(default)).abs()
-        pick = ties.sort_values(["distance", "lr"]).iloc[0]
-        chosen.setdefault(dataset, {})[opt] = {"lr": float(pick["lr"]), "val_acc_mean": float(pick["mean"]),
-                                              "section": section, "tied": int(len(ties))}
-        budget.setdefault(dataset, {})[opt] = {"lrs": int(len(per_lr)), "runs": int(len(g))}
-        for r in per_lr.itertuples():
-            table.append({"section": section, "dataset": dataset, "optimizer": opt, "lr": r.lr,
-                          "val_acc_mean": r.mean, "val_acc_std": r.std, "seeds": r.count,
-                          "chosen": r.lr == pick["lr"]})
+        pick = ties.sort_values(["distance", "lr", "trial"]).iloc[0]
+        config = {k: v for k, v in json.loads(pick["optimizer_config"]).items() if k != "_target_"}
+        chosen.setdefault(dataset, {})[opt] = {"lr": float(pick["lr"]), "config": config, "trial": int(pick["trial"]),
+                                               "val_acc_mean": float(pick["mean"]), "section": section,
+                                               "tied": int(len(ties))}
+        budget.setdefault(dataset, {})[opt] = {"configs": int(len(per)), "runs": int(len(g))}
+        for r in per.itertuples():
+            table.append({"section": section, "dataset": dataset, "optimizer": opt, "lr": r.lr, "trial": r.trial,
+                          "config": r.optimizer_config, "val_acc_mean": r.mean, "val_acc_std": r.std,
+                          "seeds": r.count, "chosen": r.optimizer_config == pick["optimizer_config"]})
     return {"chosen": chosen, "budget": budget, "table": table}
 
 
@@ -83,8 +93,8 @@ def main(argv=None) -> int:
     except ReportError as err:
         print(f"tune: {err}", file=sys.stderr)
         return 2
-    sel = select_lrs(runs)
-    sizes = {(b["lrs"], b["runs"]) for per in sel["budget"].values() for b in per.values()}
+    sel = select_configs(runs)
+    sizes = {(b["configs"], b["runs"]) for per in sel["budget"].values() for b in per.values()}
     tuning_seeds = sorted(int(s) for s in runs["seed"].unique())
     seeds = rerun_seeds(tuning_seeds, args.rerun_seeds)
     out = args.out or args.results_dir / "tuning" / "chosen_lrs.json"
@@ -106,9 +116,9 @@ def main(argv=None) -> int:
                      "equal_budget": len(sizes) == 1, "rerun_command": shlex.join(command), **sel})
     for dataset, per in sel["chosen"].items():
         for opt, c in per.items():
-            print(f"{dataset:13s} {opt:20s} lr {c['lr']:.3g}  (val acc {c['val_acc_mean']:.2f}%)")
+            print(f"{dataset:13s} {opt:20s} lr {c['lr']:.3g} trial {c['trial']}  (val acc {c['val_acc_mean']:.2f}%)")
     if len(sizes) != 1:
-        print(f"tune: warning: unequal tuning budgets {sorted(sizes)} (lrs, runs)", file=sys.stderr)
+        print(f"tune: warning: unequal tuning budgets {sorted(sizes)} (configurations, runs)", file=sys.stderr)
     print(f"wrote {out}\nre-run: {shlex.join(command)}")
     if args.run:
         return subprocess.call([sys.executable, *command[1:]])

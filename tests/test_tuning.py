@@ -50,18 +50,18 @@ def test_selection_picks_the_best_mean_validation_lr_breaks_ties_and_ignores_tes
             fake(root, "tuned", "mnist", "lion", lr, seed, acc)  # three-way tie at 94: default wins
     fake(root, "rigorous", "mnist", "adamw", 1e-4, 0, 99.9, eval_split="test")  # test split: ignored
     runs = tune._tuning_runs(root)
-    sel = tune.select_lrs(runs)
+    sel = tune.select_configs(runs)
     assert sel["chosen"]["mnist"]["adamw"]["lr"] == pytest.approx(1e-2)
     assert sel["chosen"]["mnist"]["adamw"]["val_acc_mean"] == pytest.approx(96.5)
     assert sel["chosen"]["mnist"]["lion"]["lr"] == pytest.approx(1e-3 / 3)
     assert sel["chosen"]["mnist"]["lion"]["tied"] == 3
-    assert sel["budget"]["mnist"] == {"adamw": {"lrs": 3, "runs": 6}, "lion": {"lrs": 3, "runs": 6}}
+    assert sel["budget"]["mnist"] == {"adamw": {"configs": 3, "runs": 6}, "lion": {"configs": 3, "runs": 6}}
 
 
 def test_tie_between_two_lrs_equally_far_from_default_goes_to_the_smaller():
     runs = pd.DataFrame({"protocol": "tuned", "dataset": "mnist", "optimizer_name": "adamw",
                          "lr": [1e-4, 1e-2], "final_eval_acc": [95.0, 95.0], "seed": 0})
-    assert tune.select_lrs(runs)["chosen"]["mnist"]["adamw"]["lr"] == pytest.approx(1e-4)
+    assert tune.select_configs(runs)["chosen"]["mnist"]["adamw"]["lr"] == pytest.approx(1e-4)
 
 
 def test_rerun_seeds_are_disjoint_from_tuning_seeds():

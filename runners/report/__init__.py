@@ -1,0 +1,35 @@
+"""Tables, statistics and figures from any results folder (``python -m runners.report``).
+
+    python -m runners.report <results_dir> [--out results/<name>] [--baseline adam] [--candidate thermolion]
+
+Reads every run folder below ``results_dir`` (a folder with ``run.json``). Only complete runs
+(``DONE`` present, status ``done``) enter the numbers; running, killed, failed and diverged runs
+are counted and listed in ``README.md`` and ``summary.json``, never mixed in. Writes, per protocol
+found, into ``<out>/<protocol>/``:
+
+* ``table_final.{csv,md,tex}``: datasets x optimizers, final eval accuracy mean ± std over seeds
+  (n shown where it differs), best per row in bold. The paper protocol's eval accuracy is on
+  the training subset, as the paper reported; the rigorous protocol's on the test split.
+* ``stats.{csv,md}``: the candidate (ThermoLion) against every other optimizer per dataset, paired
+  by seed: mean difference, bootstrap 95% CI, paired t-test and Wilcoxon p-values, both
+  Holm-corrected across datasets (per baseline), and a win/tie/loss count.
+* ``convergence.{png,pdf}``: per dataset, training loss (log axis) and eval accuracy per epoch,
+  mean ± std band over seeds, one colour per optimizer throughout.
+* ``thermolion_phase.png``: ThermoLion's gate mean, gas fraction, alignment rate and temperature.
+* ``overhead.md``: median optimizer step time relative to the baseline (default Adam).
+
+and ``<out>/paper_comparison.md`` (our paper-protocol numbers next to the paper's) and
+``<out>/summary.json`` (all of the above, machine-readable).
+
+One module per job: ``collect`` (reading run folders), ``tables``, ``stats`` (per-dataset paired
+tests), ``figures``, ``tuning`` (lr sensitivity, tuned re-runs), ``paper``, and ``build`` (the driver).
+"""
+
+from .build import build_report, main
+from .collect import DATASET_ORDER, OPTIMIZER_ORDER, ReportError, collect_runs
+from .stats import holm, paired_stats
+from .tables import final_table, markdown_table
+from .tuning import lr_robustness
+
+__all__ = ["ReportError", "collect_runs", "final_table", "markdown_table", "paired_stats", "holm", "lr_robustness",
+           "build_report", "main", "DATASET_ORDER", "OPTIMIZER_ORDER"]

@@ -1,0 +1,116 @@
+"""The report's driver: every section of a results folder, then the index and summary.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from ..io import write_json, write_text
+from .aggregate import write_aggregate
+from .collect import ReportError, collect
+from .figures import plot_convergence, plot_phase
+from .paper import write_paper_comparison
+from .stats import paired_stats, write_stats
+from .tables import final_table, markdown_table, write_final_tables, write_overhead
+from .runs_table import runs_frame, write_runs_table
+from .time_to_target import write_time_to_target
+from .tunability import write_tunability
+from .tuning import sensitivity, write_sensitivity, write_tuned_table
+
+def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate: str = "thermolion",
+                 command: Optional[str] = None, target_reference: str = "adamw",
+                 target: Optional[float] = None) -> dict:
+    results_dir, out = Path(results_dir), Path(out)
+    if not results_dir.is_dir():
+        raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
+    collected = collect(results_dir)
+    runs, epochs, excluded = collected.runs, collected.epochs, collected.excluded
+    if runs.empty:
+        raise ReportError(f"no complete runs under {results_dir} ({len(excluded)} incomplete, failed or "
+                          "diverged); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"results_dir": str(results_dir), "command": command, "candidate": candidate, "baseline": baseline,
+               "complete_runs": int(len(runs)), "excluded": excluded, "protocols": {}}
+    times = []
+    for protocol, prun in runs.groupby("protocol"):
+        pout = out / protocol
+        pout.mkdir(parents=True, exist_ok=True)
+        tuned = write_tuned_table(prun, pout, candidate)
+        prun = prun[prun["tuned_from"].isna()]  # the tuned re-runs have their own table
+        trial = prun["trial"].fillna(0)
+        tunability = write_tunability(prun[prun["trial"].notna()], pout, protocol, candidate) if (trial > 0).any() else None
+        prun = prun[trial == 0]  # tuning trials have their own analysis; the tables keep the defaults
+        pep = epochs[epochs["run_dir"].isin(prun["run_dir"])] if "run_dir" in epochs else epochs.iloc[:0]
+        if prun.empty:
+            summary["protocols"][protocol] = {"tuned": tuned, "tunability": tunability}
+            continue
+        table = final_table(prun)
+        write_final_tables(table, pout, protocol, prun["code_version"])
+        if prun["code_version"].str.partition("+")[0].nunique() > 1:
+            print(f"report: warning: the {protocol} table mixes code versions "
+                  f"{sorted(prun['code_version'].unique())}", file=sys.stderr)
+        st = paired_stats(prun, candidate)
+        counts = write_stats(st, pout, candidate) if not st.empty else {}
+        plot_convergence(pep, pout, protocol)
+        has_phase = plot_phase(pep, pout, candidate)
+        overhead = write_overhead(prun, pout, baseline)
+        curves = sensitivity(prun)
+        robustness = write_sensitivity(curves, pout, protocol, candidate) if not curves.empty else []
+        aggregate = write_aggregate(prun, pout, protocol, candidate)
+        ttt, ttt_runs = write_time_to_target(prun, collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
+                                             pout, protocol, target_reference, target)
+        times.append(ttt_runs)
+        summary["protocols"][protocol] = {
+            "tuned": tuned, "tunability": tunability, "aggregate": aggregate, "time_to_target": ttt,
+            "lr_robustness": robustness,
+            "runs": int(len(prun)), "table": table.to_dict(orient="records"),
+            "stats": st.to_dict(orient="records"), "win_tie_loss": counts, "overhead": overhead,
+            "phase_figure": has_phase, "code_versions": prun["code_version"].value_counts().to_dict(),
+        }
+    summary["paper_comparison"] = write_paper_comparison(runs, out)
+    table_path = write_runs_table(runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame()), out)
+    summary["runs_table"] = table_path.name
+    write_json(out / "summary.json", summary)
+    index = [f"# Report for `{results_dir}`\n", f"Command: `{command}`\n" if command else "",
+             f"{len(runs)} complete run(s) in {', '.join(sorted(summary['protocols']))}; "
+             f"{len(excluded)} excluded.\n"]
+    if excluded:
+        index.append(markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded]))
+    index.append(f"\nFiles: `{table_path.name}` (one row per run), `paper_comparison.md`, `summary.json`, and per "
+                 "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
+                 "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
+                 "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
+                 "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}` "
+                 "and `tunability.{png,md,csv}`.\n")
+    write_text(out / "README.md", "\n".join(index))
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="default: <results_dir>/report")
+    ap.add_argument("--baseline", default="adam", help="reference for overhead ratios (default adam)")
+    ap.add_argument("--candidate", default="thermolion", help="optimizer compared against all others")
+    ap.add_argument("--target-reference", default="adamw",
+                    help="time-to-target: the target is this optimizer's median final accuracy (default adamw)")
+    ap.add_argument("--target", type=float, default=None, help="time-to-target: this accuracy (%%) on every dataset")
+    args = ap.parse_args(argv)
+    out = args.out or args.results_dir / "report"
+    try:
+        summary = build_report(args.results_dir, out, args.baseline, args.candidate,
+                               command="python -m runners.report " + " ".join(argv if argv is not None else sys.argv[1:]),
+                               target_reference=args.target_reference, target=args.target)
+    except ReportError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {summary['complete_runs']} complete run(s), {len(summary['excluded'])} excluded -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Convergence and ThermoLion-phase figures, with one colour per optimizer throughout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+
+def _colours(optimizers) -> dict:
+    import matplotlib
+
+    # One colour per optimizer in every figure of every report: tab10 in the paper's order,
+    # ThermoLion in black so that it stands out, then the remaining entries and unknown labels.
+    palette = [c for c in matplotlib.colormaps["tab10"].colors] + list(matplotlib.colormaps["Dark2"].colors)
+    others = [o for o in OPTIMIZER_ORDER if o != "thermolion"]
+    fixed = {"thermolion": "black", **{name: palette[i % len(palette)] for i, name in enumerate(others)}}
+    extra = [o for o in optimizers if o not in fixed]
+    return {**fixed, **{o: palette[(len(others) + i) % len(palette)] for i, o in enumerate(extra)}}
+
+
+def _grid(n: int, rows_per: int = 1):
+    import matplotlib.pyplot as plt
+
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows * rows_per, cols, figsize=(5.2 * cols, 3.4 * rows * rows_per), squeeze=False)
+    return fig, axes, cols
+
+
+def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = _ordered(epochs["dataset"], DATASET_ORDER)
+    optimizers = _ordered(epochs["optimizer"], OPTIMIZER_ORDER)
+    colour = _colours(optimizers)
+    fig, axes, cols = _grid(len(datasets), rows_per=2)
+    acc_label = "train-subset accuracy (%)" if protocol.startswith("paper") else "eval accuracy (%)"
+    for k, dataset in enumerate(datasets):
+        ax_loss, ax_acc = axes[2 * (k // cols), k % cols], axes[2 * (k // cols) + 1, k % cols]
+        for opt in optimizers:
+            sub = epochs[(epochs["dataset"] == dataset) & (epochs["optimizer"] == opt)]
+            if sub.empty:
+                continue
+            for ax, col in ((ax_loss, "train_loss"), (ax_acc, "eval_acc")):
+                g = sub.groupby("epoch")[col]
+                mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+                ax.plot(mean.index, mean.values, color=colour[opt], label=opt, lw=1.6)
+                ax.fill_between(mean.index, (mean - std).values, (mean + std).values, color=colour[opt], alpha=0.18, lw=0)
+        ax_loss.set_yscale("log")
+        ax_loss.set_title(f"{dataset}: training loss", fontsize=11)
+        ax_loss.set_ylabel("mean batch loss (log)")
+        ax_acc.set_title(f"{dataset}: {acc_label.split(' (')[0]}", fontsize=11)
+        ax_acc.set_ylabel(acc_label)
+        ax_acc.set_xlabel("epoch")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(True, alpha=0.3)
+    for k in range(len(datasets), axes.shape[1] * (axes.shape[0] // 2)):
+        axes[2 * (k // cols), k % cols].set_visible(False)
+        axes[2 * (k // cols) + 1, k % cols].set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(f"Convergence ({protocol} protocol): mean ± std over seeds")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"convergence.{ext}", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+PHASE_COLUMNS = [("gate_mean", "mean gate λ"), ("gas_fraction", "gas fraction (λ < 0.5)"),
+                 ("alignment_rate", "alignment rate"), ("temperature", "temperature T")]
+
+
+def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = epochs[epochs["optimizer_name"].str.startswith("thermolion")]
+    if sub.empty or "gate_mean" not in sub.columns or sub["gate_mean"].isna().all():
+        return False
+    datasets = _ordered(sub["dataset"], DATASET_ORDER)
+    fig, axes, cols = _grid(len(datasets))
+    styles = ["-", "--", ":", "-."]
+    colour = _colours(sub["optimizer"].unique())
+    for k, dataset in enumerate(datasets):
+        ax = axes[k // cols, k % cols]
+        for opt in _ordered(sub["optimizer"], OPTIMIZER_ORDER):
+            d = sub[(sub["dataset"] == dataset) & (sub["optimizer"] == opt)]
+            if d.empty:
+                continue
+            for (col, label), ls in zip(PHASE_COLUMNS, styles):
+                mean = d.groupby("epoch")[col].mean()
+                ax.plot(mean.index, mean.values, ls, color=colour[opt], lw=1.6, label=f"{label} [{opt}]")
+        ax.set_title(dataset, fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("per-epoch mean (0..1)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+    for k in range(len(datasets), axes.size):
+        axes[k // cols, k % cols].set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle("ThermoLion's phase per epoch (element-weighted, mean over seeds)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=9)
+    fig.savefig(out / "thermolion_phase.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True

@@ -1,0 +1,101 @@
+"""Final-accuracy tables (md, csv, tex), their cells, and the overhead table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_text
+from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+
+def final_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (dataset, optimizer) with mean, std, n and whether it is the row's best."""
+    g = runs.groupby(["dataset", "optimizer"])["final_eval_acc"]
+    table = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    table["best"] = table["mean"] == table.groupby("dataset")["mean"].transform("max")
+    return table
+
+
+def _cell(mean: float, std: float, n: int, show_n: bool) -> str:
+    text = f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+    return f"{text} (n={n})" if show_n else text
+
+
+def _wide(table: pd.DataFrame, bold: tuple[str, str]) -> tuple[list[str], list[str], list[list[str]]]:
+    datasets = _ordered(table["dataset"], DATASET_ORDER)
+    optimizers = _ordered(table["optimizer"], OPTIMIZER_ORDER)
+    show_n = table["n"].nunique() > 1
+    rows = []
+    for d in datasets:
+        row = []
+        for o in optimizers:
+            hit = table[(table["dataset"] == d) & (table["optimizer"] == o)]
+            if hit.empty:
+                row.append("–")
+                continue
+            r = hit.iloc[0]
+            text = _cell(r["mean"], r["std"], int(r["n"]), show_n)
+            row.append(f"{bold[0]}{text}{bold[1]}" if r["best"] else text)
+        rows.append(row)
+    return datasets, optimizers, rows
+
+
+def _num(v) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def code_versions_note(versions: pd.Series) -> str:
+    """One line naming the code versions behind a table, with a warning when there are several."""
+    counts = versions.value_counts()
+    text = "Code version(s): " + ", ".join(f"`{v}` ({n} runs)" for v, n in counts.items()) + "."
+    if versions.str.partition("+")[0].nunique() > 1:  # "+..." is a plug-in's own source: not a mix
+        text += (" **Warning: this table mixes runs from different code.** Re-run the old ones with "
+                 "`rerun=stale` on the same sweep command.")
+    return text
+
+
+def write_final_tables(table: pd.DataFrame, out: Path, protocol: str, versions: pd.Series) -> None:
+    base = protocol.partition("+")[0]
+    what = ("accuracy on the training subset (as the paper)" if base == "paper"
+            else "test accuracy" if base == "rigorous" else "validation accuracy")
+    datasets, optimizers, rows = _wide(table, ("**", "**"))
+    md = (f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
+          f"Best per row in bold. {code_versions_note(versions)}\n\n"
+          + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)]))
+    write_text(out / "table_final.md", md)
+    csv_table = table.assign(protocol=protocol)[["protocol", "dataset", "optimizer", "mean", "std", "n", "best"]]
+    write_text(out / "table_final.csv", csv_table.to_csv(index=False))
+    _, _, tex_rows = _wide(table, (r"\textbf{", "}"))
+    tex = [r"\begin{tabular}{l" + "r" * len(optimizers) + "}", r"\toprule",
+           " & ".join(["dataset"] + [o.replace("_", r"\_") for o in optimizers]) + r" \\", r"\midrule"]
+    tex += [" & ".join([d] + [c.replace("±", r"$\pm$").replace("_", r"\_") for c in r]) + r" \\"
+            for d, r in zip(datasets, tex_rows)]
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    write_text(out / "table_final.tex", f"% Final {what} (%), {protocol} protocol\n" + "\n".join(tex) + "\n")
+
+
+def write_overhead(runs: pd.DataFrame, out: Path, baseline: str) -> dict:
+    med = runs.groupby("optimizer")["step_time_ms"].median()
+    ref = med.get(baseline, np.nan)
+    rows, data = [], {}
+    for opt in _ordered(med.index, OPTIMIZER_ORDER):
+        ratio = med[opt] / ref if ref and not math.isnan(ref) else float("nan")
+        data[opt] = {"step_time_ms": float(med[opt]), f"ratio_to_{baseline}": float(ratio)}
+        rows.append([opt, f"{med[opt]:.2f}", "–" if math.isnan(ratio) else f"{ratio:.2f}x"])
+    text = (f"# Optimizer step time relative to {baseline}\n\nMedian over runs of each run's median "
+            "`optimizer.step()` time, as recorded during training (same machine and settings as the runs; "
+            "see scripts/bench_step.py for controlled measurements).\n\n"
+            + markdown_table(["optimizer", "step (ms)", f"vs {baseline}"], rows))
+    write_text(out / "overhead.md", text)
+    return data

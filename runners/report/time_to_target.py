@@ -1,0 +1,156 @@
+"""Time-to-target and AlgoPerf's performance profiles and benchmark score.
+
+* target per dataset: the median over seeds of the reference optimizer's final accuracy (AdamW by
+  default), or a given number of accuracy points;
+* a run's time-to-target: its first evaluation point (step, epoch, training seconds) at or above the
+  target; infinity when it never gets there. Evaluation points are every few steps when every run of
+  the section has evals.csv (trainer.eval_every_steps), else the ends of epochs;
+* an optimizer's time on a dataset: the median over seeds (so infinity when most seeds never arrive);
+* performance ratio r = t / (the fastest optimizer's t on that dataset); profile rho(tau) = share of
+  datasets with r <= tau; benchmark score = integral of rho from 1 to 4, divided by 3 (1 = fastest
+  everywhere, 0 = never within 4x of the fastest).
+Steps are the time measure of the ratios (hardware-independent); seconds are reported beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_text
+from .collect import OPTIMIZER_ORDER, _ordered
+from .tables import markdown_table
+
+__all__ = ["targets", "first_crossing", "run_times", "performance_ratios", "profile", "benchmark_score",
+           "write_time_to_target", "TAU_MAX"]
+
+TAU_MAX = 4.0
+
+
+def targets(runs: pd.DataFrame, reference: str = "adamw", fixed: Optional[float] = None) -> dict[str, float]:
+    """Target accuracy per dataset: ``fixed``, else the median final accuracy of ``reference``."""
+    if fixed is not None:
+        return {d: float(fixed) for d in runs["dataset"].unique()}
+    ref = runs[runs["optimizer"] == reference]
+    return {d: float(g["final_eval_acc"].median()) for d, g in ref.groupby("dataset")}
+
+
+def first_crossing(curve: pd.DataFrame, target: float) -> dict[str, float]:
+    """Step, epoch and seconds of the first point with eval_acc >= target (inf when none)."""
+    hit = curve[curve["eval_acc"] >= target - 1e-9].sort_values("step")
+    if hit.empty:
+        return {"steps": math.inf, "epochs": math.inf, "seconds": math.inf}
+    first = hit.iloc[0]
+    return {"steps": float(first["step"]), "epochs": float(first["epoch"]), "seconds": float(first["seconds"])}
+
+
+def run_times(runs: pd.DataFrame, curves: pd.DataFrame, target_of: dict[str, float]) -> pd.DataFrame:
+    """One row per run with its target and time-to-target (inf when never reached)."""
+    fine = bool(len(curves)) and curves.groupby("run_dir")["fine"].all().reindex(runs["run_dir"]).fillna(False).all()
+    by_run = dict(tuple(curves.groupby("run_dir"))) if len(curves) else {}
+    rows = []
+    for r in runs.itertuples():
+        target = target_of.get(r.dataset)
+        curve = by_run.get(r.run_dir, pd.DataFrame(columns=["step", "epoch", "seconds", "eval_acc", "fine"]))
+        if not fine:
+            curve = curve[curve["epoch"] == curve["epoch"].round()]  # epoch ends only: the same grid for all
+        times = first_crossing(curve, target) if target is not None else {"steps": math.nan, "epochs": math.nan,
+                                                                           "seconds": math.nan}
+        rows.append({"dataset": r.dataset, "optimizer": r.optimizer, "seed": r.seed, "run_dir": r.run_dir,
+                     "target": target, **times})
+    out = pd.DataFrame(rows)
+    out.attrs["fine"] = fine
+    return out
+
+
+def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:
+    """datasets x optimizers: (median steps over seeds) / (the fastest optimizer's), inf if never."""
+    t = times.pivot_table(index="dataset", columns="optimizer", values="steps", aggfunc="median")
+    best = t.min(axis=1)
+    ratios = t.div(best, axis=0)
+    ratios.loc[~np.isfinite(best)] = np.inf  # nobody reached the target: inf for all, not inf/inf
+    return ratios
+
+
+def profile(ratios: pd.DataFrame, taus) -> pd.DataFrame:
+    """taus x optimizers: the share of datasets with ratio <= tau (a missing cell counts as never)."""
+    r = ratios.fillna(np.inf).to_numpy()
+    return pd.DataFrame([(r <= t).mean(axis=0) for t in taus], index=taus, columns=ratios.columns)
+
+
+def benchmark_score(ratios: pd.DataFrame, tau_max: float = TAU_MAX) -> pd.Series:
+    """Exact integral of the profile from 1 to tau_max over (tau_max - 1): a dataset with ratio r
+    contributes (tau_max - r) / (tau_max - 1) when r <= tau_max, else 0."""
+    r = ratios.fillna(np.inf)
+    return ((tau_max - r.clip(lower=1.0)).clip(lower=0.0) / (tau_max - 1.0)).mean(axis=0)
+
+
+def write_time_to_target(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, section: str,
+                         reference: str = "adamw", fixed: Optional[float] = None) -> tuple[Optional[dict], pd.DataFrame]:
+    """Writes time_to_target.{md,csv} and performance_profile.png; returns (summary, per-run times)."""
+    target_of = targets(runs, reference, fixed)
+    if not target_of:
+        write_text(out / "time_to_target.md", f"# Time to target ({section})\n\nNo target: the reference optimizer "
+                   f"{reference!r} has no runs here (python -m runners.report --target-reference NAME, or --target ACC).\n")
+        return None, pd.DataFrame()
+    times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of)
+    write_text(out / "time_to_target.csv", times.drop(columns="run_dir").to_csv(index=False))
+    ratios = performance_ratios(times)
+    score = benchmark_score(ratios)
+    taus = np.linspace(1.0, TAU_MAX, 301)
+    _plot(profile(ratios, taus), score, out, section)
+    optimizers = _ordered(ratios.columns, OPTIMIZER_ORDER)
+    med = times.groupby(["dataset", "optimizer"])[["steps", "epochs", "seconds"]].median()
+    reached = times.assign(hit=np.isfinite(times["steps"])).groupby(["dataset", "optimizer"])["hit"].agg(["sum", "count"])
+
+    def cell(d, o):
+        if (d, o) not in med.index:
+            return "–"
+        m, h = med.loc[(d, o)], reached.loc[(d, o)]
+        text = "never" if not math.isfinite(m["steps"]) else f"{m['steps']:.0f} steps, {m['seconds']:.1f} s"
+        return f"{text} ({int(h['sum'])}/{int(h['count'])})"
+
+    what = "every few steps (evals.csv)" if times.attrs["fine"] else "at the end of each epoch"
+    source = f"{fixed:g}% on every dataset" if fixed is not None else f"the median final accuracy of {reference}"
+    text = [f"# Time to target ({section})\n",
+            f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
+            "the target. Cells: median over seeds (steps, training seconds) and how many seeds reached it. "
+            "Ratios use steps: r = t / the fastest optimizer's t; the AlgoPerf benchmark score is the "
+            f"integral of the profile ρ(τ) = share of datasets with r ≤ τ, from 1 to {TAU_MAX:g}, over "
+            f"{TAU_MAX - 1:g} (1 = fastest everywhere).\n",
+            markdown_table(["dataset", "target"] + optimizers,
+                           [[d, f"{target_of[d]:.2f}"] + [cell(d, o) for o in optimizers] for d in sorted(target_of)]),
+            "\n## Benchmark score\n",
+            markdown_table(["optimizer", "score"], [[o, f"{score[o]:.3f}"] for o in optimizers])]
+    write_text(out / "time_to_target.md", "\n".join(text) + "\n")
+    summary = {"targets": target_of, "fine": bool(times.attrs["fine"]), "score": score.to_dict(),
+               "ratios": ratios.astype(object).where(np.isfinite(ratios), None).to_dict()}
+    return summary, times
+
+
+def _plot(prof: pd.DataFrame, score: pd.Series, out: Path, section: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .figures import _colours
+
+    colour = _colours(prof.columns)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for opt in _ordered(prof.columns, OPTIMIZER_ORDER):
+        ax.step(prof.index, prof[opt], where="post", color=colour[opt], lw=1.6, label=f"{opt} ({score[opt]:.2f})")
+    ax.set_xlabel("τ (time-to-target ratio to the fastest, in steps)")
+    ax.set_ylabel("share of datasets with ratio ≤ τ")
+    ax.set_xlim(1, TAU_MAX)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, title="benchmark score", title_fontsize=8)
+    ax.set_title(f"Performance profile ({section})")
+    fig.tight_layout()
+    fig.savefig(out / "performance_profile.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
