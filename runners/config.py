@@ -251,11 +251,14 @@ class RunConfig:
 
     def run_dir(self) -> Path:
         """``<results>/<protocol>/<dataset>/<optimizer>[_<overrides>][+<settings>]/seed<n>``."""
-        opt = self.optimizer.name + _slug(self.optimizer.overrides(), "_")
-        name = opt + _slug(self.setting_overrides(), "+")
-        if len(name) > 120:  # keep paths manageable; the fingerprint keeps them unique
-            name = f"{name[:100]}-{self.fingerprint()[:8]}"
-        return Path(self.results_dir) / self.protocol / self.data.name / name / f"seed{self.seed}"
+        overrides = self.optimizer.overrides()
+        opt = self.optimizer.name + _slug(overrides, "_")
+        if len(opt) > 100:  # long sampled configurations: a readable prefix and a hash of all values
+            digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            opt = f"{opt[:90]}-{digest}"
+        # The settings part stays whole: it names the report section the run belongs to.
+        return Path(self.results_dir) / self.protocol / self.data.name / (opt + _slug(self.setting_overrides(), "+")) \
+            / f"seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,

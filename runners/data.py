@@ -327,7 +327,7 @@ def prepare(cfg: DataConfig, *, seed: int = 0, device="cpu") -> Prepared:
         test = (lambda: load_split(info.name, "test", **kw))
     else:
         all_x, all_y = load_split(info.name, "all", **kw)
-        if cfg.train_subset is not None:  # paper protocol: the whole set is the training set
+        if cfg.eval_split == "train":  # paper protocol: the whole set is the training set
             train_x, train_y = all_x, all_y
             test = None
         else:

@@ -1,10 +1,11 @@
 """Where a run's numbers came from: the code version and the environment, recorded in run.json.
 
 ``code_version()`` hashes the source files that determine a run's numbers: the optimizer package,
-the models, and the trainer's own modules (data, config, trainer, schedules, augmentation). Files
-that only read, lock or report results are left out, so editing the report does not make every
-finished run stale. Configuration is not hashed: the resolved config of a run is recorded in full
-and names its folder, so another config is another run, not a stale one. A plug-in optimizer's
+the models, and the trainer's own modules (data, trainer, schedules, augmentation). Files that only
+read, lock or report results are left out, so editing the report does not make every finished run
+stale. Configuration is not hashed, neither the YAML files nor runners/config.py, which turns them
+into the resolved configuration: that is recorded in full and names the run's folder, so another
+configuration is another run, not a stale one. A plug-in optimizer's
 source file is hashed too when it lives outside the project (``extra``).
 """
 
@@ -25,7 +26,8 @@ __all__ = ["ROOT", "code_files", "code_version", "environment"]
 ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("thermolion", "models", "runners")
 # Modules of runners/ that never change a number: reading, reporting, tuning glue, locks, progress.
-_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "plugins", "search_space", "io", "__init__"}
+_NOT_NUMERIC = {"report", "tune", "hydra_glue", "lock", "progress", "provenance", "plugins", "search_space", "config",
+                "io", "__init__"}
 
 
 def code_files() -> list[Path]:

@@ -107,7 +107,8 @@ def trial_values(space: dict, optimizer: str, trial: int) -> dict[str, float]:
     sampler = qmc.Sobol(d=len(names), scramble=True, seed=_seed(optimizer, space))
     with warnings.catch_warnings():  # Sobol's balance warning concerns sample sizes, not single points
         warnings.simplefilter("ignore")
-        sampler.fast_forward(trial - 1)
+        if trial > 1:  # scipy's fast_forward(0) overflows
+            sampler.fast_forward(trial - 1)
         point = sampler.random(1)[0]
     return {name: _map(float(u), space["params"][name]) for name, u in zip(names, point)}
 

@@ -200,3 +200,17 @@ def test_real_mnist_and_fashionmnist_have_official_sizes_and_first_labels(name, 
     if name == "mnist":
         assert y[:5].tolist() == [5, 0, 4, 1, 9]
     assert y.bincount().sum() == 60000 and yt.bincount().min() > 800
+
+
+def test_sets_without_a_test_split_keep_the_fixed_holdout_out_of_tuning_and_subset_runs():
+    from runners.data import DataConfig, prepare
+
+    paper = prepare(DataConfig("digits", train_subset=5000, eval_split="train"))
+    assert len(paper.train_y) == 1797 and paper.eval_x is paper.train_x  # the paper: the whole set, as training
+    test = prepare(DataConfig("digits", train_subset=5000, eval_split="test"))  # the paper's budget, test split
+    full = prepare(DataConfig("digits", eval_split="test"))
+    assert torch.equal(test.eval_x, full.eval_x) and len(test.eval_y) == 359
+    tuned = prepare(DataConfig("digits", train_subset=5000, eval_split="val"), seed=0)
+    assert len(tuned.train_y) + len(tuned.eval_y) == 1797 - 359  # validation drawn from the 80%, never the test
+    held = {tuple(x.flatten().tolist()) for x in full.eval_x}
+    assert not held & {tuple(x.flatten().tolist()) for x in tuned.eval_x}

@@ -105,9 +105,9 @@ def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
 # ------------------------------------------------------------------ code versions
 def test_code_version_covers_the_numeric_sources_only_and_follows_content(tmp_path):
     names = {str(p.relative_to(ROOT)) for p in provenance.code_files()}
-    assert {"thermolion/functional.py", "thermolion/optimizer.py", "models/convnet.py",
-            "runners/trainer.py", "runners/data.py", "runners/config.py"} <= names
-    assert not {n for n in names if n.startswith(("runners/report", "runners/tune", "runners/lock"))}
+    assert {"thermolion/functional.py", "thermolion/optimizer.py", "models/convnet.py", "models/resnet.py",
+            "runners/trainer.py", "runners/data.py", "runners/augment.py", "runners/schedules.py"} <= names
+    assert not {n for n in names if n.startswith(("runners/report", "runners/tune", "runners/lock", "runners/config"))}
     plugin = tmp_path / "my_opt.py"
     plugin.write_text("A = 1\n")
     first = provenance.code_version([plugin])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -42,6 +44,8 @@ def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[di
 
 
 def collect(results_dir: Path) -> Collected:
+    # Plain csv parsing and one DataFrame per kind at the end: per-file pandas calls cost ~10x more
+    # and dominate on large folders (scripts/bench_report.py).
     runs, epochs, curves, excluded, records = [], [], [], [], []
     for info_path in sorted(Path(results_dir).rglob("run.json")):
         run_dir = info_path.parent
@@ -62,68 +66,82 @@ def collect(results_dir: Path) -> Collected:
             excluded.append({"run_dir": str(run_dir), "status": status, "reason": reason})
             continue
         cfg = info["config"]
+        rows, problem = _read_rows(run_dir / "metrics.csv", _NEEDED)
+        if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
+            problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
+        if problem:
+            excluded.append({"run_dir": str(run_dir), "status": "unreadable", "reason": f"metrics.csv {problem}"})
+            record["status"] = "unreadable"
+            continue
         # Folder "<optimizer>[_<overrides>][+<settings>]": runs with other settings (epochs, label
         # noise, ...) form their own section "<protocol>+<settings>", never mixed with the defaults.
         optimizer, _, settings = run_dir.parent.name.partition("+")
         key = {"protocol": cfg["protocol"] + (f"+{settings}" if settings else ""), "dataset": cfg["data"]["name"],
-               "optimizer": optimizer, "optimizer_name": cfg["optimizer"]["name"], "seed": int(cfg["seed"])}
-        metrics, problem = _read_metrics(run_dir / "metrics.csv", info.get("epochs_done"))
-        if problem:
-            excluded.append({"run_dir": str(run_dir), "status": "unreadable", "reason": problem})
-            record["status"] = "unreadable"
-            continue
-        last, best = metrics.iloc[-1], metrics.loc[metrics["eval_acc"].idxmax()]
-        if "step" not in metrics:  # runs written before the step column: full batches per epoch
-            sizes = info.get("sizes", {})
-            per_epoch = -(-int(sizes.get("train", 0)) // int(cfg.get("trainer", {}).get("batch_size", 1)))
-            metrics["step"] = metrics["epoch"] * per_epoch
-        run = {**key, "run_dir": str(run_dir), "lr": float(cfg["optimizer"].get("lr", math.nan)),
+               "optimizer": optimizer, "optimizer_name": cfg["optimizer"]["name"], "seed": int(cfg["seed"]),
+               "run_dir": str(run_dir)}
+        if "step" not in rows[0]:  # runs written before the step column: full batches per epoch
+            per_epoch = -(-int(info.get("sizes", {}).get("train", 0)) // int(cfg.get("trainer", {}).get("batch_size", 1)))
+            for r in rows:
+                r["step"] = r["epoch"] * per_epoch
+        last, best = rows[-1], max(rows, key=lambda r: r["eval_acc"])
+        run = {**key, "lr": float(cfg["optimizer"].get("lr", math.nan)),
                "tuned_from": cfg.get("tuned_from"), "trial": cfg.get("trial"), "search_space": cfg.get("search_space"),
                "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
                "code_version": info.get("code_version") or "unrecorded",
                "num_classes": DATASETS[cfg["data"]["name"]].num_classes,
-               "final_eval_acc": float(last["eval_acc"]), "final_eval_loss": float(last["eval_loss"]),
-               "final_train_loss": float(last["train_loss"]), "final_train_acc": float(last["train_acc"]),
-               "best_eval_acc": float(best["eval_acc"]), "best_epoch": int(best["epoch"]), "epochs": len(metrics),
-               "step_time_ms": float(metrics["step_time_ms"].median()) if "step_time_ms" in metrics else math.nan,
+               "final_eval_acc": last["eval_acc"], "final_eval_loss": last["eval_loss"],
+               "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"],
+               "best_eval_acc": best["eval_acc"], "best_epoch": int(best["epoch"]), "epochs": len(rows),
+               "step_time_ms": statistics.median(r["step_time_ms"] for r in rows) if "step_time_ms" in last else math.nan,
                "eval_split": info.get("sizes", {}).get("eval_split"), "notes": info.get("data_notes", [])}
         runs.append(run)
         record.update(run)
-        epochs.append(metrics.assign(**key, run_dir=str(run_dir)))
-        curves.append(_curve(run_dir, metrics).assign(run_dir=str(run_dir)))
-    return Collected(pd.DataFrame(runs), pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(),
-                     pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), excluded, records)
+        epochs += [{**key, **r} for r in rows]
+        curves += _curve(run_dir, rows)
+    return Collected(pd.DataFrame(runs), pd.DataFrame(epochs),
+                     pd.DataFrame(curves, columns=["run_dir", "step", "epoch", "seconds", "eval_acc", "fine"]),
+                     excluded, records)
 
 
-def _curve(run_dir: Path, metrics: pd.DataFrame) -> pd.DataFrame:
-    """Evaluation points of a run: evals.csv (every few steps) when readable, else the epoch rows."""
+_NEEDED = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
+
+
+def _read_rows(path: Path, needed) -> tuple[Optional[list[dict]], Optional[str]]:
+    """(rows of floats, None), or (None, why) when the file is missing, unparsable or truncated."""
     try:
-        fine = pd.read_csv(run_dir / "evals.csv")
-        if not fine.empty and not fine.isna().any().any():
-            return fine.rename(columns={"train_seconds": "seconds"}).assign(fine=True)[
-                ["step", "epoch", "seconds", "eval_acc", "fine"]]
-    except (OSError, ValueError):
-        pass
-    seconds = metrics.get("train_time_s", metrics.get("epoch_time_s", pd.Series(math.nan, index=metrics.index)))
-    return pd.DataFrame({"step": metrics["step"], "epoch": metrics["epoch"].astype(float),
-                         "seconds": seconds.cumsum(), "eval_acc": metrics["eval_acc"], "fine": False})
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            raw = list(reader)
+    except (OSError, csv.Error) as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    missing = [c for c in needed if c not in (header or [])]
+    if missing or not raw:
+        return None, f"truncated: no {missing or 'rows'}"
+    rows = []
+    for line in raw:  # the trainer writes every column of every row, all numbers
+        try:
+            values = [float(v) for v in line]
+        except ValueError:
+            return None, "truncated: a value is not a number"
+        if len(values) != len(header) or any(math.isnan(v) for v in values):
+            return None, "truncated: a row has missing values"
+        rows.append(dict(zip(header, values)))
+    return rows, None
 
 
-def _read_metrics(path: Path, epochs_done) -> tuple[Optional[pd.DataFrame], Optional[str]]:
-    """(metrics, None), or (None, why) when the file is missing, unparsable or truncated."""
-    try:
-        metrics = pd.read_csv(path)
-    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
-        return None, f"metrics.csv unreadable ({type(err).__name__}: {err})"
-    needed = ["epoch", "train_loss", "train_acc", "eval_loss", "eval_acc"]
-    missing = [c for c in needed if c not in metrics.columns]
-    if missing or metrics.empty:
-        return None, f"metrics.csv truncated: no {missing or 'rows'}"
-    if epochs_done is not None and len(metrics) != epochs_done:
-        return None, f"metrics.csv truncated: {len(metrics)} rows, run.json records {epochs_done} epochs"
-    if metrics.isna().any().any():  # the trainer writes every column of every row
-        return None, "metrics.csv truncated: a row has missing values"
-    return metrics, None
+def _curve(run_dir: Path, rows: list[dict]) -> list[tuple]:
+    """Evaluation points of a run: evals.csv (every few steps) when present and whole, else the epoch rows."""
+    name = str(run_dir)
+    if (run_dir / "evals.csv").exists():
+        fine, problem = _read_rows(run_dir / "evals.csv", ("step", "epoch", "eval_acc", "train_seconds"))
+        if problem is None:
+            return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]
+    seconds, out = 0.0, []
+    for r in rows:
+        seconds += r.get("train_time_s", r.get("epoch_time_s", math.nan))
+        out.append((name, r["step"], r["epoch"], seconds, r["eval_acc"], False))
+    return out
 
 
 def _ordered(values, order) -> list:

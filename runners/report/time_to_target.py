@@ -50,19 +50,18 @@ def first_crossing(curve: pd.DataFrame, target: float) -> dict[str, float]:
 
 def run_times(runs: pd.DataFrame, curves: pd.DataFrame, target_of: dict[str, float]) -> pd.DataFrame:
     """One row per run with its target and time-to-target (inf when never reached)."""
-    fine = bool(len(curves)) and curves.groupby("run_dir")["fine"].all().reindex(runs["run_dir"]).fillna(False).all()
-    by_run = dict(tuple(curves.groupby("run_dir"))) if len(curves) else {}
-    rows = []
-    for r in runs.itertuples():
-        target = target_of.get(r.dataset)
-        curve = by_run.get(r.run_dir, pd.DataFrame(columns=["step", "epoch", "seconds", "eval_acc", "fine"]))
-        if not fine:
-            curve = curve[curve["epoch"] == curve["epoch"].round()]  # epoch ends only: the same grid for all
-        times = first_crossing(curve, target) if target is not None else {"steps": math.nan, "epochs": math.nan,
-                                                                           "seconds": math.nan}
-        rows.append({"dataset": r.dataset, "optimizer": r.optimizer, "seed": r.seed, "run_dir": r.run_dir,
-                     "target": target, **times})
-    out = pd.DataFrame(rows)
+    out = runs[["dataset", "optimizer", "seed", "run_dir"]].copy()
+    out["target"] = out["dataset"].map(target_of)
+    points = curves[curves["run_dir"].isin(out["run_dir"])]
+    fine = bool(len(points)) and points.groupby("run_dir")["fine"].all().reindex(out["run_dir"]).fillna(False).all()
+    if not fine:
+        points = points[points["epoch"] == points["epoch"].round()]  # epoch ends only: the same grid for all
+    points = points.merge(out[["run_dir", "target"]], on="run_dir")
+    hits = points[points["eval_acc"] >= points["target"] - 1e-9].sort_values("step").groupby("run_dir").first()
+    for col, src in (("steps", "step"), ("epochs", "epoch"), ("seconds", "seconds")):
+        out[col] = out["run_dir"].map(hits[src]).astype(float).fillna(math.inf)
+    out.loc[out["target"].isna(), ["steps", "epochs", "seconds"]] = math.nan
+    out = out.reset_index(drop=True)
     out.attrs["fine"] = fine
     return out
 
