@@ -7,7 +7,7 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run test test-slurm report bench clean
+.PHONY: setup run test test-slurm test-gpu report bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ test: $(STAMP)
 test-slurm: $(STAMP)
 	bash scripts/slurm_local.sh start >/dev/null
 	$(PY) -m pytest -q -m slurm; status=$$?; bash scripts/slurm_local.sh stop; exit $$status
+
+# CUDA checks (fused path vs reference, end to end, kill/resume, bf16 + channels_last, deterministic).
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu
+
+# Per-run overhead, paper table, rigorous sweep and step ratios on the GPU -> results/bench_gpu.csv
+bench-gpu: $(STAMP)
+	$(PY) scripts/bench_gpu.py
 
 # Tables, statistics and figures of a results folder: make report RESULTS=outputs OUT=results/mine
 report: $(STAMP)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,3 +30,19 @@ def test_prefetch_rejects_unknown_names_and_caches_digits(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "digits-all-32.pt").exists()
+
+
+def test_bench_gpu_breaks_a_run_down_on_the_cpu(tmp_path):
+    out = tmp_path / "overhead.csv"
+    proc = subprocess.run([sys.executable, "scripts/bench_gpu.py", "--device", "cpu", "--only", "breakdown",
+                           "--dataset", "digits", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in csv.DictReader(out.open())}
+    parts = ["startup_and_bookkeeping", "data_load_and_copy", "build", "steps", "evaluation"]
+    assert all(float(rows[f"{p}_s"]["value"]) >= 0 for p in parts)
+    assert sum(float(rows[f"{p}_share"]["value"]) for p in parts) == pytest.approx(1.0, abs=0.01)
+    cuda = subprocess.run([sys.executable, "scripts/bench_gpu.py", "--device", "cuda"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    if not __import__("torch").cuda.is_available():
+        assert cuda.returncode != 0 and "no CUDA device here" in cuda.stderr
