@@ -29,11 +29,25 @@ def _grid(n: int, rows_per: int = 1):
     return fig, axes, cols
 
 
+def _finish_grid(fig, axes, used: int, cols: int, title: str, paths, bottom: float = 0.08, ncol: int = 6) -> None:
+    """Hide the unused panels, put one legend under the grid, save to every path, close."""
+    import matplotlib.pyplot as plt
+
+    for k in range(used, axes.size):
+        axes[k // cols, k % cols].set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), frameon=False, fontsize=10)
+    for path in paths:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     datasets = _ordered(epochs["dataset"], DATASET_ORDER)
     optimizers = _ordered(epochs["optimizer"], OPTIMIZER_ORDER)
@@ -62,13 +76,8 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
     for k in range(len(datasets), axes.shape[1] * (axes.shape[0] // 2)):
         axes[2 * (k // cols), k % cols].set_visible(False)
         axes[2 * (k // cols) + 1, k % cols].set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Convergence ({protocol} protocol): mean ± std over seeds")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"convergence.{ext}", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _finish_grid(fig, axes, axes.size, cols, f"Convergence ({protocol} protocol): mean ± std over seeds",
+                 [out / "convergence.png", out / "convergence.pdf"], bottom=0.06)
 
 
 PHASE_COLUMNS = [("gate_mean", "mean gate λ"), ("gas_fraction", "gas fraction (λ < 0.5)"),
@@ -79,7 +88,6 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     sub = epochs[epochs["optimizer_name"].str.startswith("thermolion")]
     if sub.empty or "gate_mean" not in sub.columns or sub["gate_mean"].isna().all():
@@ -102,12 +110,6 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
         ax.set_ylabel("per-epoch mean (0..1)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
-    for k in range(len(datasets), axes.size):
-        axes[k // cols, k % cols].set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("ThermoLion's phase per epoch (element-weighted, mean over seeds)")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=9)
-    fig.savefig(out / "thermolion_phase.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _finish_grid(fig, axes, len(datasets), cols, "ThermoLion's phase per epoch (element-weighted, mean over seeds)",
+                 [out / "thermolion_phase.png"], bottom=0.1, ncol=4)
     return True

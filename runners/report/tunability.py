@@ -190,9 +190,8 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from .figures import _colours, _grid
+    from .figures import _colours, _finish_grid, _grid
 
     colour = _colours(optimizers)
     fig, axes, cols = _grid(len(datasets))
@@ -212,11 +211,5 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
         ax.set_ylabel("expected best validation accuracy (%)")
         ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3, which="both")
-    for k in range(len(datasets), axes.size):
-        axes[k // cols, k % cols].set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Tunability ({section}); dashed: each optimizer's defaults")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
-    fig.savefig(out / "tunability.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _finish_grid(fig, axes, len(datasets), cols, f"Tunability ({section}); dashed: each optimizer's defaults",
+                 [out / "tunability.png"])

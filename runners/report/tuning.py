@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..io import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
-from .figures import _colours, _grid
+from .figures import _colours, _finish_grid, _grid
 from .stats import paired_stats
 from .tables import _num, _wide, code_versions_note, final_table, markdown_table
 
@@ -59,7 +59,6 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     datasets = _ordered(curves["dataset"], DATASET_ORDER)
     optimizers = _ordered(curves["optimizer_name"], OPTIMIZER_ORDER)
@@ -82,14 +81,8 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
         ax.set_xlabel("learning rate (log)")
         ax.set_ylabel("final eval accuracy (%)")
         ax.grid(True, alpha=0.3, which="both")
-    for k in range(len(datasets), axes.size):
-        axes[k // cols, k % cols].set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Learning-rate sensitivity ({protocol}): mean ± std over seeds")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
-    fig.savefig(out / "lr_sensitivity.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _finish_grid(fig, axes, len(datasets), cols, f"Learning-rate sensitivity ({protocol}): mean ± std over seeds",
+                 [out / "lr_sensitivity.png"])
 
     df = pd.DataFrame(robust)
     rows = [[r.dataset, r.optimizer, r.lrs, r.seeds, f"{r.best_lr:.3g}", f"{r.best_acc:.2f}",
