@@ -84,9 +84,9 @@ def test_second_launch_of_a_running_run_reports_running_elsewhere_and_exits_0(tm
 
 
 def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
-    args = [sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path}", *RUN, "trainer.epochs=40",
+    args = [sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path}", *RUN, "trainer.epochs=12",
             f"data.cache_dir={tmp_path / 'cache'}"]
-    run_dir = tmp_path / "rigorous" / "digits" / "adamw+epochs=40,image_size=16" / "seed0"
+    run_dir = tmp_path / "rigorous" / "digits" / "adamw+image_size=16" / "seed0"
     owner = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and owner.poll() is None:
@@ -98,7 +98,7 @@ def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"pid {owner.pid} (owner gone)" in proc.stdout and "resuming" in proc.stdout
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "done" and info["took_over_from"]["pid"] == owner.pid and info["epochs_done"] == 40
+    assert info["status"] == "done" and info["took_over_from"]["pid"] == owner.pid and info["epochs_done"] == 12
     assert not (run_dir / "LOCK").exists()
 
 
