@@ -45,7 +45,11 @@ class ModelConfig:
         extra = sorted(set(given) - set(known))
         if extra:
             raise ValueError(f"model {self.name!r} has no setting(s) {extra}; it has {sorted(known)}")
-        return {"name": self.name, **known, **given}
+        out = {"name": self.name, **known, **given}
+        if out["name"] == "vit_tiny" and out["width"] % out["heads"]:
+            raise ValueError(f"vit_tiny's model.width ({out['width']}) must be divisible by model.heads "
+                             f"({out['heads']}); e.g. width 12, 24 or 192 with 3 heads")
+        return out
 
 
 def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

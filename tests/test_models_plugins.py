@@ -216,6 +216,8 @@ def test_unknown_model_settings_are_clear_errors(tmp_path):
         make(tmp_path, model={"name": "convnet", "depth": 3})
     with pytest.raises(ConfigError, match="unknown model 'vgg'"):
         make(tmp_path, model={"name": "vgg"})
+    with pytest.raises(ConfigError, match=r"model.width \(16\) must be divisible by model.heads \(3\)"):
+        make(tmp_path, model={"name": "vit_tiny", "width": 16})
 
 
 # ------------------------------------------------------------------ augmentation
