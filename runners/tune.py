@@ -33,8 +33,8 @@ from .report import ReportError, collect_runs
 
 __all__ = ["select_configs", "rerun_seeds", "main"]
 
-RULE = ("highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the lr closest to "
-        "the optimizer's default on a log scale, then to the smaller lr")
+RULE = ("highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the configuration whose lr "
+        "is closest to the optimizer's default on a log scale, then to the smaller lr, then to the lower trial index")
 
 
 def _tuning_runs(results_dir: Path) -> pd.DataFrame:

@@ -116,7 +116,7 @@ def _verdict(df: pd.DataFrame, candidate: str) -> str:
 
 
 def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional[dict]:
-    """Test accuracy of the re-runs at each optimizer's chosen lr (runs with ``tuned_from``)."""
+    """Test accuracy of the re-runs at each optimizer's chosen configuration (runs with ``tuned_from``)."""
     tuned = runs[runs["tuned_from"].notna()].copy() if "tuned_from" in runs else pd.DataFrame()
     if tuned.empty:
         return None
@@ -136,14 +136,14 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
     st = paired_stats(tuned, candidate)
     write_text(out / "tuned_table.csv", table.to_csv(index=False))
     cols = ["dataset", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_ttest_holm", "p_wilcoxon_holm", "outcome"]
-    text = ["# Tuned comparison: test accuracy (%) at each optimizer's chosen lr\n",
-            f"Chosen lrs from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
+    text = ["# Tuned comparison: test accuracy (%) at each optimizer's chosen configuration (its lr shown)\n",
+            f"Chosen from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
             f"Tuning seeds {meta.get('tuning_seeds', '?')}; re-run seeds {meta.get('rerun_seeds', '?')} (disjoint). "
             f"Equal budget for every optimizer: {meta.get('equal_budget', '?')}. "
             f"{code_versions_note(tuned['code_version'])}\n",
             markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, cells)])]
     if not st.empty:
-        text += [f"\n## {candidate} vs each baseline at their chosen lrs (paired by seed)\n",
+        text += [f"\n## {candidate} vs each baseline at their chosen configurations (paired by seed)\n",
                  markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in st.itertuples()])]
     write_text(out / "tuned_table.md", "\n".join(text) + "\n")
     return {"table": table.to_dict(orient="records"), "stats": st.to_dict(orient="records"), "source": source}
