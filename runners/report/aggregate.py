@@ -204,7 +204,7 @@ def _plot(table: pd.DataFrame, profile: Optional[pd.DataFrame], out: Path, secti
     from .figures import _colours
 
     colour = _colours(table["optimizer"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 + 0.45 * len(table)), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 2.5 + 0.4 * len(table)), squeeze=False)
     ax = axes[0, 0]
     for i, r in enumerate(table.itertuples()):
         ax.plot([r.iqm_low, r.iqm_high], [i, i], color=colour[r.optimizer], lw=6, alpha=0.5, solid_capstyle="butt")
