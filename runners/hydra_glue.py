@@ -20,6 +20,16 @@ from .io import write_json
 from .progress import SweepProgress, show_progress, sweep_size
 
 
+def job_status(job_return) -> str:
+    """The run's status string; "failed" for a job that raised (return_value would re-raise it)."""
+    from hydra.core.utils import JobStatus
+
+    if job_return.status != JobStatus.COMPLETED:
+        return "failed"
+    value = job_return.return_value
+    return value if isinstance(value, str) else "failed"
+
+
 def record_status(sweep_dir: str, job_num: int, record: dict) -> None:
     write_json(Path(sweep_dir) / "status" / f"{job_num}.json", record)
 
@@ -54,8 +64,7 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.progress is not None:
-            status = job_return.return_value if isinstance(job_return.return_value, str) else "failed"
-            self.progress.update(status, time.monotonic() - self._job_start if self._job_start else None)
+            self.progress.update(job_status(job_return), time.monotonic() - self._job_start if self._job_start else None)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if self.progress is not None:

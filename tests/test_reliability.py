@@ -235,3 +235,15 @@ def test_the_wheel_holds_only_thermolion_and_builds_without_deprecation_warnings
     wheel = next(tmp_path.glob("thermolion-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"thermolion"}
+
+
+def test_job_status_never_re_raises_a_failed_jobs_exception():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from runners.hydra_glue import job_status
+
+    ok = JobReturn(status=JobStatus.COMPLETED)
+    ok.return_value = "running elsewhere"
+    failed = JobReturn(status=JobStatus.FAILED)
+    failed._return_value = RuntimeError("boom")  # reading return_value would raise it
+    assert job_status(ok) == "running elsewhere" and job_status(failed) == "failed"

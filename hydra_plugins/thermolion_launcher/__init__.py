@@ -19,7 +19,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from runners.hydra_glue import record_status
+from runners.hydra_glue import job_status, record_status
 from runners.progress import SweepProgress, show_progress
 
 
@@ -55,9 +55,8 @@ class _Collecting:
         for i, (overrides, job) in enumerate(zip(job_overrides, jobs)):
             try:
                 returns.append(job.results()[0])
-                status = returns[-1].return_value if isinstance(returns[-1].return_value, str) else "failed"
                 # The time between results is the sweep's throughput (jobs may run in parallel).
-                progress.update(status, time.monotonic() - started)
+                progress.update(job_status(returns[-1]), time.monotonic() - started)
                 started = time.monotonic()
             except Exception as err:  # noqa: BLE001 - a killed job becomes a failed record
                 lines = str(err).strip().splitlines()
