@@ -21,8 +21,13 @@ found, into ``<out>/<protocol>/``:
 and ``<out>/paper_comparison.md`` (our paper-protocol numbers next to the paper's) and
 ``<out>/summary.json`` (all of the above, machine-readable).
 
+Also, per section, ``aggregate.{md,csv,png}`` and ``critical_difference.png`` (across datasets),
+``time_to_target.{md,csv}`` and ``performance_profile.png``, and where tuning trials exist
+``tunability.{png,md,csv}``; at the top ``runs.parquet`` (one row per run folder).
+
 One module per job: ``collect`` (reading run folders), ``tables``, ``stats`` (per-dataset paired
-tests), ``figures``, ``tuning`` (lr sensitivity, tuned re-runs), ``paper``, and ``build`` (the driver).
+tests), ``aggregate`` (cross-dataset statistics), ``time_to_target``, ``tunability``, ``tuning`` (lr
+sensitivity, tuned re-runs), ``figures``, ``runs_table``, ``paper``, and ``build`` (the driver).
 """
 
 from .build import build_report, main
