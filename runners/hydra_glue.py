@@ -47,9 +47,9 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         target = str(config.hydra.launcher.get("_target_", ""))
-        # In-process (basic) launcher: jobs end in this process, so this callback draws the sweep
-        # bar. The submitit launchers run jobs elsewhere and draw it themselves as results arrive.
-        if "submitit" not in target and "thermolion_launcher" not in target:
+        # Only Hydra's basic launcher ends jobs in this process, so only then does this callback draw
+        # the sweep bar; the submitit launchers draw it themselves as results arrive.
+        if target.endswith("BasicLauncher"):
             self.progress = SweepProgress(sweep_size(config), show_progress(config.trainer.get("progress", "auto")))
         if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
             print("Slurm launcher requested (hydra/launcher=slurm) but `sbatch` is not on PATH. Install Slurm "

@@ -69,9 +69,10 @@ class ThermoLion(Optimizer):
         fused: ``True`` always uses the compiled one-kernel path, ``False`` never, ``None`` (default)
             uses it for buckets of at least ``FUSED_MIN_ELEMENTS`` elements and foreach below.
         generator: ``torch.Generator`` for the noise (on the parameters' device). By default
-            (None) the optimizer owns one: its seed is drawn from torch's global RNG when the
-            optimizer is built (so ``torch.manual_seed`` controls it), and the generator itself is
-            made on the parameters' device at the first noisy step. Either way its state is saved
+            (None) the optimizer owns one, made on the parameters' device when the optimizer is
+            built and seeded from torch's global RNG then (so ``torch.manual_seed`` controls it); if
+            the parameters move device before the first step, it is remade there from the same
+            seed. Either way its state is saved
             in :meth:`state_dict`, so a resumed or loaded optimizer draws the same noise. The
             author's code draws from the global RNG instead: with the noise on, the two agree in
             distribution, not draw for draw (noise off, they agree exactly).

@@ -100,9 +100,10 @@ def param_groups(model: nn.Module, weight_decay_on_norm_and_bias: bool = True) -
     if weight_decay_on_norm_and_bias:
         return [{"params": [p for _, p in named]}]
     skip = set(getattr(model, "no_weight_decay", lambda: ())())
-    no_decay = [p for n, p in named if p.ndim <= 1 or n in skip]
-    decay = [p for n, p in named if not (p.ndim <= 1 or n in skip)]
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups: dict[bool, list] = {True: [], False: []}  # exempt from decay? -> params
+    for n, p in named:
+        groups[p.ndim <= 1 or n in skip].append(p)
+    return [{"params": groups[False]}, {"params": groups[True], "weight_decay": 0.0}]
 
 
 def build_optimizer(name: str, params: Iterable, **overrides) -> Optimizer:

@@ -30,28 +30,30 @@ N_BOOT = 1000
 GAIN_POINTS = 0.5  # tuning "matters" when it adds more than this many accuracy points
 
 
+def _weights(n: int) -> np.ndarray:
+    """(k, i) -> P(the i-th smallest of n values is the max of k drawn without replacement), k, i = 1..n."""
+    return np.array([[(math.comb(i, k) - math.comb(i - 1, k)) / math.comb(n, k) for i in range(1, n + 1)]
+                     for k in range(1, n + 1)])
+
+
 def expected_max(values, k: int) -> float:
     """E[max of k draws without replacement] from the N observed values (Dodge et al. 2019)."""
-    v = np.sort(np.asarray(values, dtype=float))
-    n = len(v)
+    n = len(values)
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
-    weights = [(math.comb(i, k) - math.comb(i - 1, k)) / math.comb(n, k) for i in range(1, n + 1)]
-    return float(np.dot(weights, v))
+    return float(expected_max_curve(values)[k - 1])
 
 
 def expected_max_curve(values) -> np.ndarray:
-    return np.array([expected_max(values, k) for k in range(1, len(values) + 1)])
+    """E[max_k] for k = 1..N."""
+    return _weights(len(values)) @ np.sort(np.asarray(values, dtype=float))
 
 
 def _band(values, seed: int) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=float)
-    n = len(v)
     rng = np.random.default_rng(seed)
-    # The weights depend only on N: one matrix, every resample at once.
-    w = np.array([[(math.comb(i, k) - math.comb(i - 1, k)) / math.comb(n, k) for i in range(1, n + 1)]
-                  for k in range(1, n + 1)])
-    draws = np.sort(v[rng.integers(0, n, (N_BOOT, n))], axis=1) @ w.T
+    # The weights depend only on N: one matrix for every resample at once.
+    draws = np.sort(v[rng.integers(0, len(v), (N_BOOT, len(v)))], axis=1) @ _weights(len(v)).T
     return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
