@@ -7,7 +7,7 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run test test-slurm test-gpu report bench bench-gpu clean
+.PHONY: setup run lint test test-slurm test-gpu report bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) run.py -m optimizer=thermolion,adamw,lion
 
-test: $(STAMP)
+# The lint gate first (ruff check and format, configured in pyproject.toml), then the suite.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q -m "not slurm"
 
 # Integration tests against a real single-node Slurm (installs slurm-wlm and munge if missing; root).

@@ -21,17 +21,17 @@ _ROOT = str(Path(__file__).resolve().parent)
 if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+import hydra  # noqa: E402 - PYTHONPATH is set first, for the job processes
+from hydra.core.hydra_config import HydraConfig  # noqa: E402 - PYTHONPATH is set first, for the job processes
+from hydra.types import RunMode  # noqa: E402 - PYTHONPATH is set first, for the job processes
+from omegaconf import DictConfig, OmegaConf  # noqa: E402 - PYTHONPATH is set first, for the job processes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> str:
     from runners.config import ConfigError, RunConfig
-    from runners.hydra_glue import record_status
-    from runners.trainer import RunResult, train
+    from runners.sweep.hydra_glue import record_status
+    from runners.sweep.job import RunResult, train
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -41,8 +41,11 @@ def main(cfg: DictConfig) -> str:
         result = RunResult(run_dir=hc.runtime.output_dir, status="failed", error=f"invalid config: {err}")
     if multirun:
         print(result.line(), flush=True)
-        record_status(hc.sweep.dir, hc.job.num, {"status": result.status, "run_dir": str(result.run_dir),
-                                                 "error": result.error, "final": result.final})
+        record_status(
+            hc.sweep.dir,
+            hc.job.num,
+            {"status": result.status, "run_dir": str(result.run_dir), "error": result.error, "final": result.final},
+        )
     elif result.status == "failed":  # one line naming the culprit, no traceback
         print(f"error: {result.error}", file=sys.stderr, flush=True)
         sys.exit(1)

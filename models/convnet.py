@@ -1,4 +1,4 @@
-"""The paper's ConvNet (SPEC section 4), with PyTorch's default initialisation."""
+"""The paper's ConvNet: two 3x3 conv + max-pool stages, then 256 hidden units; PyTorch's default init."""
 
 from torch import nn
 
@@ -15,9 +15,14 @@ class ConvNet(nn.Sequential):
             raise ValueError(f"image_size must be divisible by 4 (two 2x2 poolings), got {image_size}")
         side = image_size // 4
         super().__init__(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * width * side * side, 8 * width), nn.ReLU(),
+            nn.Linear(2 * width * side * side, 8 * width),
+            nn.ReLU(),
             nn.Linear(8 * width, num_classes),
         )

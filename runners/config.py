@@ -15,49 +15,57 @@ from pathlib import Path
 from typing import Any, Optional
 
 from models import MODELS, ModelConfig
-from thermolion import build_optimizer, get_spec
+from thermolion import get_spec
 
-from .augment import AUGMENTATIONS
-from .data import DataConfig, get_info
 from .plugins import PluginError, plugin_name, resolve_target, source_files
-from .search_space import SearchSpaceError, apply_values, load_space, space_path, trial_values
+from .train.data import DataConfig
+from .train.datasets import get_info
+from .train.loop import TrainerConfig
+from .tuning.search_space import (
+    SearchSpaceError,
+    apply_values,
+    load_space,
+    recorded_path,
+    space_path,
+    trial_values,
+)
 
-__all__ = ["TrainerConfig", "OptimizerConfig", "RunConfig", "PROTOCOLS", "RERUN", "SCHEDULES", "ConfigError"]
+__all__ = [
+    "TrainerConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "PROTOCOLS",
+    "PROTOCOL_DOCS",
+    "RERUN",
+    "SCHEDULES",
+    "ConfigError",
+]
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names it and the accepted values."""
 
 
-RERUN = (None, "stale", "all")  # which finished runs a relaunch trains again (None: none)
+# What a relaunch trains again: None, finished runs none; stale, those made by other code; all, every one;
+# failed, only the runs that failed (nothing new is started).
+RERUN = (None, "stale", "all", "failed")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-# Each protocol's defaults: the Hydra presets in conf/protocol/ set exactly these (a test checks),
-# and run folders name only what differs from them.
+# Each protocol's defaults, written once: conf/protocol/<name>.yaml is generated from these by
+# scripts/write_configs.py, and run folders name only what differs from them.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": dict(train_subset=5000, eval_split="train", batch_size=1024, epochs=12),
     "rigorous": dict(train_subset=None, eval_split="test", batch_size=128, epochs=12),
     "tuned": dict(train_subset=None, eval_split="val", batch_size=128, epochs=12),
 }
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    epochs: int = 12
-    batch_size: int = 128
-    device: str = "auto"  # auto: cuda when available, else cpu
-    deterministic: bool = False
-    compile: bool = False  # torch.compile the model (GPU)
-    amp: bool = False  # bf16 autocast (GPU)
-    channels_last: bool = False  # (GPU)
-    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
-    checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
-    progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
-    schedule: str = "constant"  # per-step lr schedule: constant (the paper's) | cosine | warmup_cosine
-    warmup_steps: int = 0  # linear warmup steps of warmup_cosine
-    grad_clip: Optional[float] = None  # clip the global gradient norm to this (off by default)
-    eval_every_steps: Optional[int] = None  # also evaluate every this many steps (evals.csv; off by default)
+PROTOCOL_DOCS = {
+    "paper": "The paper's protocol, quirks included: first 5000 training samples (SEMEION whole), 32x32,\n"
+    "batch 1024 (60 steps in 12 epochs), accuracy reported on the same training subset.",
+    "rigorous": "Full training split; loss and accuracy on the held-out test split every epoch.",
+    "tuned": "Tuning runs: full training split minus a seeded stratified validation share (data.val_fraction),\n"
+    "evaluated on that validation split.",
+}
 
 
 @dataclass(frozen=True)
@@ -65,11 +73,13 @@ class OptimizerConfig:
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     target: Optional[str] = None  # a plug-in's dotted class path (None: a registered optimizer)
+    sampled: tuple[str, ...] = ()  # settings a tuning trial set (they name a plug-in's trial folders)
 
     def overrides(self) -> dict[str, Any]:
-        """The settings that differ from the registry's defaults (none for a plug-in: its name labels it)."""
+        """The settings that differ from the registry's defaults; for a plug-in, whose name labels it,
+        only those a tuning trial sampled."""
         if self.target is not None:
-            return {}
+            return {k: self.kwargs[k] for k in self.sampled}
         defaults = get_spec(self.name).defaults
         out = {}
         for k, v in self.kwargs.items():
@@ -93,10 +103,11 @@ class RunConfig:
     rerun: Optional[str] = None  # stale | all: re-train finished runs (not part of a run's identity)
     trial: Optional[int] = None  # tuning trial: 0 = the defaults, i >= 1 = point i of the search space
     search_space: Optional[str] = None  # the space file the trial was drawn from
+    tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, cfg: dict[str, Any]) -> RunConfig:
         cfg = dict(cfg)
         cfg.pop("hydra", None)
         opt = dict(cfg.pop("optimizer"))
@@ -107,7 +118,7 @@ class RunConfig:
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         # lr_scale multiplies the optimizer's lr (an lr grid relative to each optimizer's default,
-        # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tune`.
+        # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tuning`.
         lr_scale = cfg.pop("lr_scale", 1.0)
         tuned_lrs = cfg.pop("tuned_lrs", None)
         tuned_from = cfg.pop("tuned_from", None)  # present in to_dict() output
@@ -125,18 +136,27 @@ class RunConfig:
             if trial is not None:
                 raise ConfigError("tuned_lrs and trial exclude each other: a re-run uses the chosen configuration")
             opt.update(_chosen_config(tuned_lrs, str(data["name"]), name))
-        space_file = None
+        space_file, sampled = None, ()
         if trial is not None:
             if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
                 raise ConfigError(f"trial must be an integer >= 0 (0: the defaults), got {trial!r}")
-            space_file = str(space_path(space_name, str(name)))
+            if space_name is not None and not isinstance(space_name, str):
+                raise ConfigError(
+                    f"search_space must be a space's name (conf/search_spaces/<name>.yaml) or a path to a "
+                    f"YAML file, got {space_name!r}"
+                )
+            space_file = recorded_path(space_path(space_name, str(name)))
             if trial > 0:
                 try:
-                    space = load_space(Path(space_file))
+                    space = load_space(space_path(space_file, str(name)))
                     if space["optimizer"] not in (None, name):
-                        raise SearchSpaceError(f"search space {space_file} is for {space['optimizer']!r}, "
-                                               f"not {name!r}; pick one with search_space=<name or path>")
-                    opt = apply_values(opt, trial_values(space, str(name), trial))
+                        raise SearchSpaceError(
+                            f"search space {space_file} is for {space['optimizer']!r}, "
+                            f"not {name!r}; pick one with search_space=<name or path>"
+                        )
+                    tried = apply_values(opt, trial_values(space, str(name), trial))
+                    sampled = tuple(sorted(k for k, v in tried.items() if k not in opt or opt[k] != v))
+                    opt = tried
                 except SearchSpaceError as err:
                     raise ConfigError(str(err)) from None
         try:
@@ -151,13 +171,14 @@ class RunConfig:
         model = cfg.pop("model", {"name": "convnet"})
         model = {"name": model} if isinstance(model, str) else dict(model)
         run = cls(
-            optimizer=OptimizerConfig(name, opt, target),
+            optimizer=OptimizerConfig(name, opt, target, sampled),
             data=_build(DataConfig, data, "data"),
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
             model=_build(ModelConfig, model, "model"),
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
-            trial=trial, search_space=space_file,
-            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun") if k in cfg},
+            trial=trial,
+            search_space=space_file,
+            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test") if k in cfg},
         )
         if cfg:
             raise ConfigError(f"unknown top-level config keys: {sorted(cfg)}")
@@ -165,54 +186,10 @@ class RunConfig:
         return run
 
     def validate(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
-        try:
-            model = self.model.resolved()
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        for name in ("epochs", "batch_size"):
-            if getattr(self.trainer, name) < 1:
-                raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(self.trainer, name)}")
-        if self.trainer.progress not in ("auto", "on", "off"):
-            raise ConfigError(f"trainer.progress must be auto, on or off, got {self.trainer.progress!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.rerun not in RERUN:
-            raise ConfigError(f"rerun must be stale or all (or null: keep finished runs), got {self.rerun!r}")
-        if self.data.image_size < 8 or (model["name"] != "resnet18" and self.data.image_size % 4):
-            raise ConfigError(f"data.image_size must be a multiple of 4 and >= 8 (the convnet pools twice by 2, "
-                              f"the ViT's patches are 4x4), got {self.data.image_size}")
-        if self.data.augment not in AUGMENTATIONS:
-            raise ConfigError(f"data.augment must be one of {', '.join(AUGMENTATIONS)}, got {self.data.augment!r}")
-        t = self.trainer
-        if t.schedule not in SCHEDULES:
-            raise ConfigError(f"trainer.schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
-        if t.warmup_steps < 0 or (t.warmup_steps > 0) != (t.schedule == "warmup_cosine"):
-            raise ConfigError(f"trainer.warmup_steps must be >= 1 with schedule=warmup_cosine and 0 otherwise, "
-                              f"got {t.warmup_steps} with schedule={t.schedule}")
-        if t.eval_every_steps is not None and t.eval_every_steps < 1:
-            raise ConfigError(f"trainer.eval_every_steps must be >= 1 (or null: per epoch only), got {t.eval_every_steps}")
-        if t.grad_clip is not None and not t.grad_clip > 0:
-            raise ConfigError(f"trainer.grad_clip must be > 0 (or null: off), got {t.grad_clip}")
-        if self.optimizer.target is None and get_spec(self.optimizer.name).averaging:
-            if t.schedule != "constant":
-                raise ConfigError(f"{self.optimizer.name} runs its own SWA lr schedule; use trainer.schedule=constant")
-            if model["name"] != "convnet":
-                raise ConfigError(f"{self.optimizer.name} evaluates the averaged weights without recomputing "
-                                  f"BatchNorm statistics (as the notebook); use it with model=convnet")
-        for key, value in self.optimizer.kwargs.items():
-            if key in ("lr", "weight_decay", "eps", "momentum") and not _is_number(value):
-                raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
-        if not self.optimizer.kwargs.get("lr", 1.0) > 0:
-            raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.kwargs['lr']}")
-        if self.optimizer.target is None:  # plug-ins were built once when resolved
-            import torch
+        """Every check a value needs before any data is loaded (runners.checks); raises ConfigError."""
+        from .checks import check_run
 
-            try:
-                build_optimizer(self.optimizer.name, [torch.nn.Parameter(torch.zeros(1))], **self.optimizer.kwargs)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"optimizer {self.optimizer.name}: {err}") from None
+        check_run(self)
 
     def code_files(self) -> list[Path]:
         """Source files beyond the project's own that determine this run's numbers (a plug-in's)."""
@@ -222,13 +199,28 @@ class RunConfig:
     def result_settings(self) -> dict[str, Any]:
         """Everything that changes the numbers a run produces (not where it runs or how fast)."""
         return {
-            "protocol": self.protocol, "dataset": self.data.name, "model": self.model.resolved(), "seed": self.seed,
+            "protocol": self.protocol,
+            "dataset": self.data.name,
+            "model": self.model.resolved(),
+            "seed": self.seed,
             "optimizer": self._optimizer_dict(),
-            "data": {k: getattr(self.data, k) for k in ("image_size", "train_subset", "eval_split",
-                                                        "val_fraction", "test_fraction", "label_noise", "augment")},
+            "data": {
+                k: getattr(self.data, k)
+                for k in (
+                    "image_size",
+                    "train_subset",
+                    "eval_split",
+                    "val_fraction",
+                    "test_fraction",
+                    "label_noise",
+                    "augment",
+                )
+            },
             # eval_every_steps is left out: evaluating in between changes no number (a test checks).
-            "trainer": {k: getattr(self.trainer, k) for k in ("epochs", "batch_size", "amp", "schedule",
-                                                              "warmup_steps", "grad_clip")},
+            "trainer": {
+                k: getattr(self.trainer, k)
+                for k in ("epochs", "batch_size", "amp", "schedule", "warmup_steps", "grad_clip", "matmul_precision")
+            },
         }
 
     def _optimizer_dict(self) -> dict[str, Any]:
@@ -242,9 +234,13 @@ class RunConfig:
     def setting_overrides(self) -> dict[str, Any]:
         """Data/trainer settings that differ from the protocol's defaults (they name the run)."""
         model = self.model.resolved()
-        base = {**PROTOCOLS[self.protocol], "image_size": 32, "label_noise": 0.0, "val_fraction": 0.1,
-                "test_fraction": 0.2, "amp": False, "augment": "none", "schedule": "constant", "warmup_steps": 0,
-                "grad_clip": None, "model": "convnet", **MODELS[model["name"]]}
+        base = {
+            **_defaults(DataConfig),
+            **_defaults(TrainerConfig),
+            **PROTOCOLS[self.protocol],
+            "model": ModelConfig().name,
+            **MODELS[model["name"]],
+        }
         name = model.pop("name")
         now = {**self.result_settings()["data"], **self.result_settings()["trainer"], **model, "model": name}
         return {k: v for k, v in now.items() if base.get(k) != v}
@@ -257,30 +253,51 @@ class RunConfig:
             digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
             opt = f"{opt[:90]}-{digest}"
         # The settings part stays whole: it names the report section the run belongs to.
-        return Path(self.results_dir) / self.protocol / self.data.name / (opt + _slug(self.setting_overrides(), "+")) \
+        return (
+            Path(self.results_dir)
+            / self.protocol
+            / self.data.name
+            / (opt + _slug(self.setting_overrides(), "+"))
             / f"seed{self.seed}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "seed": self.seed, "results_dir": self.results_dir,
-                "tuned_from": self.tuned_from, "trial": self.trial, "search_space": self.search_space,
-                "model": asdict(self.model), "optimizer": self._optimizer_dict(),
-                "data": asdict(self.data), "trainer": asdict(self.trainer)}
+        return {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "results_dir": self.results_dir,
+            "tuned_from": self.tuned_from,
+            "trial": self.trial,
+            "search_space": self.search_space,
+            "tune_on_test": self.tune_on_test,
+            "model": asdict(self.model),
+            "optimizer": self._optimizer_dict(),
+            "data": asdict(self.data),
+            "trainer": asdict(self.trainer),
+        }
 
 
 def _chosen_config(path: str, dataset: str, optimizer: str) -> dict[str, Any]:
-    """The optimizer settings chosen by ``python -m runners.tune`` (its whole configuration, or the lr
+    """The optimizer settings chosen by ``python -m runners.tuning`` (its whole configuration, or the lr
     alone in files written before configurations were tuned)."""
     try:
         chosen = json.loads(Path(path).read_text())["chosen"]
     except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"tuned_lrs={path}: not a chosen-configuration file from `python -m runners.tune` "
-                          f"({err})") from None
+        raise ConfigError(
+            f"tuned_lrs={path}: not a chosen-configuration file from `python -m runners.tuning` ({err})"
+        ) from None
     try:
         pick = chosen[dataset][optimizer]
     except KeyError:
-        raise ConfigError(f"tuned_lrs={path} has no configuration chosen for {optimizer} on {dataset}; "
-                          f"it covers {sorted((d, sorted(o)) for d, o in chosen.items())}") from None
+        raise ConfigError(
+            f"tuned_lrs={path} has no configuration chosen for {optimizer} on {dataset}; "
+            f"it covers {sorted((d, sorted(o)) for d, o in chosen.items())}"
+        ) from None
     return dict(pick["config"]) if "config" in pick else {"lr": float(pick["lr"])}
+
+
+def _defaults(cls) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls)}
 
 
 def _is_number(value) -> bool:
@@ -315,8 +332,8 @@ def _build(cls, values: dict, section: str):
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
+    if isinstance(v, float):  # short where that is exact, else the shortest repr that round-trips
+        return f"{v:g}" if float(f"{v:g}") == v else repr(v)
     if isinstance(v, (list, tuple)):
         return "-".join(_fmt(x) for x in v)
     return str(v)

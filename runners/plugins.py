@@ -38,8 +38,9 @@ def resolve_target(target: str, kwargs: dict) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise PluginError(f"{where}: cannot import module {module_name!r} ({err}); is it on PYTHONPATH "
-                          "(the checkout's folders are)?") from None
+        raise PluginError(
+            f"{where}: cannot import module {module_name!r} ({err}); is it on PYTHONPATH (the checkout's folders are)?"
+        ) from None
     cls = getattr(module, attr, None)
     if cls is None:
         raise PluginError(f"{where}: module {module_name!r} has no {attr!r}")
@@ -58,8 +59,10 @@ def plugin_name(cls: type, name: Optional[str]) -> str:
     """``name``, or the class name lowercased; never a registered optimizer's name."""
     label = str(name) if name else cls.__name__.lower()
     if label.lower() in OPTIMIZERS:
-        raise PluginError(f"optimizer name {label!r} is a registered optimizer's; give the plug-in "
-                          f"another name with optimizer.name=...")
+        raise PluginError(
+            f"optimizer name {label!r} is a registered optimizer's; give the plug-in "
+            f"another name with optimizer.name=..."
+        )
     return label
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runners.data import DataConfig, TensorLoader, load_split, prepare, resolve_root  # noqa: E402
+from runners.train.data import DataConfig, TensorLoader, prepare  # noqa: E402
+from runners.train.datasets import load_split, resolve_root  # noqa: E402
 
 
 def epochs_per_s(make_iter, epochs: int) -> float:
     start = time.perf_counter()
     for e in range(epochs):
-        for x, y in make_iter(e):
+        for x, _ in make_iter(e):
             x.sum()  # touch the batch, as a training step would
     return epochs / (time.perf_counter() - start)
 
@@ -49,17 +50,29 @@ def main() -> None:
 
         tf = T.Compose([T.Resize((32, 32)), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
         ds = torchvision.datasets.MNIST(root=str(root), train=True, download=False, transform=tf)
-        for label, subset, batch in (("paper protocol (5000, batch 1024)", 5000, 1024),
-                                     ("full MNIST (60000, batch 128)", None, 128)):
-            data = prepare(DataConfig(name="mnist", root=str(root), download=False, cache_dir=cache,
-                                      train_subset=subset, eval_split="train"))
+        for label, subset, batch in (
+            ("paper protocol (5000, batch 1024)", 5000, 1024),
+            ("full MNIST (60000, batch 128)", None, 128),
+        ):
+            data = prepare(
+                DataConfig(
+                    name="mnist",
+                    root=str(root),
+                    download=False,
+                    cache_dir=cache,
+                    train_subset=subset,
+                    eval_split="train",
+                )
+            )
             ours = TensorLoader(data.train_x, data.train_y, batch, seed=0)
             ours_eps = epochs_per_s(ours.epoch, args.epochs)
             src = torch.utils.data.Subset(ds, range(subset)) if subset else ds
             loader = torch.utils.data.DataLoader(src, batch_size=batch, shuffle=True)
-            theirs_eps = epochs_per_s(lambda e: loader, max(1, args.epochs // 3))
-            print(f"{label:36s} ours {ours_eps:9.1f} epochs/s   notebook {theirs_eps:6.2f} epochs/s   "
-                  f"ratio {ours_eps / theirs_eps:7.0f}x")
+            theirs_eps = epochs_per_s(lambda e, loader=loader: loader, max(1, args.epochs // 3))
+            print(
+                f"{label:36s} ours {ours_eps:9.1f} epochs/s   notebook {theirs_eps:6.2f} epochs/s   "
+                f"ratio {ours_eps / theirs_eps:7.0f}x"
+            )
 
 
 if __name__ == "__main__":

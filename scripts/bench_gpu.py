@@ -14,7 +14,7 @@ Sections (``--only`` picks some):
              extrapolated from it, plus one start-up;
   step       ThermoLion's step / AdamW's (foreach and fused), 1M and 21M parameters, noise on and off
              (scripts/bench_step.py's measurement).
-Goals (issue 14, one H100): paper table < 120 s; rigorous sweep < 300 s; ThermoLion's step with the
+Goals (one H100 or H200): paper table < 120 s; rigorous sweep < 300 s; ThermoLion's step with the
 noise off <= 1.5x fused AdamW's. Rows: section, name, value, unit, device, note.
 """
 
@@ -35,24 +35,33 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-from runners import trainer as T  # noqa: E402
-from runners.config import PROTOCOLS, RunConfig  # noqa: E402
-from runners.data import TensorLoader, prepare, resolve_root  # noqa: E402
-from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS  # noqa: E402
+from runners.config import RunConfig  # noqa: E402
+from runners.sweep import job as T  # noqa: E402
+from runners.sweep.compose import compose_run  # noqa: E402
+from runners.train import build as B  # noqa: E402
+from runners.train import loop as L  # noqa: E402
+from runners.train.data import TensorLoader, prepare  # noqa: E402
+from runners.train.datasets import resolve_root  # noqa: E402
+from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
 SECTIONS = ("breakdown", "paper", "rigorous", "step")
 GOALS = {"paper_table_s": 120.0, "rigorous_sweep_s": 300.0, "thermolion_noise_off_vs_adamw_fused": 1.5}
 
 
-def config(results: str, cache: str, protocol: str, optimizer: str, dataset: str, device: str,
-           epochs: int = 12) -> RunConfig:
-    p = PROTOCOLS[protocol]
-    opt = {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIMIZERS[optimizer].defaults.items()}
-    return RunConfig.from_dict({
-        "optimizer": {"name": optimizer, **opt}, "dataset": {"name": dataset}, "protocol": protocol,
-        "results_dir": results, "data": {"train_subset": p["train_subset"], "eval_split": p["eval_split"],
-                                         "cache_dir": cache, "download": False},
-        "trainer": {"epochs": epochs, "batch_size": p["batch_size"], "progress": "off", "device": device}})
+def config(
+    results: str, cache: str, protocol: str, optimizer: str, dataset: str, device: str, epochs: int = 12
+) -> RunConfig:
+    return compose_run(
+        f"optimizer={optimizer}",
+        f"dataset={dataset}",
+        f"protocol={protocol}",
+        f"results_dir={results}",
+        f"data.cache_dir={cache}",
+        "data.download=false",
+        f"trainer.epochs={epochs}",
+        "trainer.progress=off",
+        f"trainer.device={device}",
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -66,9 +75,22 @@ def breakdown(device: str, dataset: str, tmp: Path) -> list[dict]:
     prepare(config(str(tmp), cache, "paper", "adamw", dataset, device).data, device="cpu")  # fill the cache
     results = tmp / "startup"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "run.py"), "protocol=paper", f"dataset={dataset}", "optimizer=adamw",
-                    f"trainer.device={device}", f"results_dir={results}", f"data.cache_dir={cache}",
-                    "trainer.progress=off"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "protocol=paper",
+            f"dataset={dataset}",
+            "optimizer=adamw",
+            f"trainer.device={device}",
+            f"results_dir={results}",
+            f"data.cache_dir={cache}",
+            "trainer.progress=off",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - t0
     run_wall = json.loads(next(results.rglob("run.json")).read_text())["wall_time_s"]
 
@@ -79,7 +101,7 @@ def breakdown(device: str, dataset: str, tmp: Path) -> list[dict]:
     _sync(dev)
     load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model, optimizer, _ = T.build_run(cfg, data, dev)
+    model, optimizer, _ = B.build_run(cfg, data, dev)
     _sync(dev)
     build = time.perf_counter() - t0
     loader = TensorLoader(data.train_x, data.train_y, cfg.trainer.batch_size, seed=0)
@@ -96,23 +118,32 @@ def breakdown(device: str, dataset: str, tmp: Path) -> list[dict]:
             steps.append(time.perf_counter() - t0)
     step = statistics.median(steps[3:])
     t0 = time.perf_counter()
-    T.evaluate(model, data.eval_x, data.eval_y, cfg.trainer.batch_size, False)
+    L.evaluate(model, data.eval_x, data.eval_y, cfg.trainer.batch_size, False)
     evaluation = time.perf_counter() - t0
     n_steps, epochs = cfg.trainer.epochs * len(loader), cfg.trainer.epochs
-    parts = {"startup_and_bookkeeping_s": wall - run_wall, "data_load_and_copy_s": load, "build_s": build,
-             "steps_s": step * n_steps, "evaluation_s": evaluation * epochs}
+    parts = {
+        "startup_and_bookkeeping_s": wall - run_wall,
+        "data_load_and_copy_s": load,
+        "build_s": build,
+        "steps_s": step * n_steps,
+        "evaluation_s": evaluation * epochs,
+    }
     total = sum(parts.values())
     note = f"{dataset}, paper protocol, adamw, {n_steps} steps, {epochs} evaluations; whole process {wall:.2f} s"
     rows = [dict(section="breakdown", name=k, value=round(v, 4), unit="s", note=note) for k, v in parts.items()]
-    rows += [dict(section="breakdown", name=k.replace("_s", "_share"), value=round(v / total, 3), unit="fraction",
-                  note=note) for k, v in parts.items()]
+    rows += [
+        dict(section="breakdown", name=k.replace("_s", "_share"), value=round(v / total, 3), unit="fraction", note=note)
+        for k, v in parts.items()
+    ]
     rows.append(dict(section="breakdown", name="step_ms", value=round(1e3 * step, 3), unit="ms", note=note))
     return rows
 
 
 def _available(datasets) -> list[str]:
     root = resolve_root()
-    return [d for d in datasets if d == "digits" or (root / {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}[d]).exists()]
+    return [
+        d for d in datasets if d == "digits" or (root / {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}[d]).exists()
+    ]
 
 
 def paper(device: str, tmp: Path, startup_s: float) -> list[dict]:
@@ -123,14 +154,28 @@ def paper(device: str, tmp: Path, startup_s: float) -> list[dict]:
             t0 = time.perf_counter()
             result = T.train(cfg)
             per_run[(dataset, opt)] = time.perf_counter() - t0
-            rows.append(dict(section="paper", name=f"{dataset}/{opt}", value=round(per_run[(dataset, opt)], 3),
-                             unit="s", note=f"{result.status}, eval_acc {result.final.get('eval_acc', float('nan')):.2f}"))
+            rows.append(
+                dict(
+                    section="paper",
+                    name=f"{dataset}/{opt}",
+                    value=round(per_run[(dataset, opt)], 3),
+                    unit="s",
+                    note=f"{result.status}, eval_acc {result.final.get('eval_acc', float('nan')):.2f}",
+                )
+            )
     full = [v for (d, _), v in per_run.items() if d != "digits"] or list(per_run.values())
     mean_run = statistics.mean(full)  # a 60-step run (the first 5000 samples at batch 1024)
     table = 9 * mean_run * (11 + 24 / 60) + startup_s  # 11 sets of 60 steps and SEMEION's 24, one process
-    rows.append(dict(section="paper", name="paper_table_s", value=round(table, 1), unit="s",
-                     note=f"12 x 9 extrapolated by steps from a mean 60-step run of {mean_run:.2f} s, one start-up; "
-                          f"goal < {GOALS['paper_table_s']:.0f} s"))
+    rows.append(
+        dict(
+            section="paper",
+            name="paper_table_s",
+            value=round(table, 1),
+            unit="s",
+            note=f"12 x 9 extrapolated by steps from a mean 60-step run of {mean_run:.2f} s, one start-up; "
+            f"goal < {GOALS['paper_table_s']:.0f} s",
+        )
+    )
     return rows
 
 
@@ -143,12 +188,26 @@ def rigorous(device: str, tmp: Path, startup_s: float) -> list[dict]:
         t0 = time.perf_counter()
         T.train(cfg)
         epoch_s.append(time.perf_counter() - t0)
-        rows.append(dict(section="rigorous", name=f"mnist/{opt}/epoch", value=round(epoch_s[-1], 3), unit="s",
-                         note="one rigorous epoch (469 steps + test evaluation), data load included"))
+        rows.append(
+            dict(
+                section="rigorous",
+                name=f"mnist/{opt}/epoch",
+                value=round(epoch_s[-1], 3),
+                unit="s",
+                note="one rigorous epoch (469 steps + test evaluation), data load included",
+            )
+        )
     sweep = 5 * 12 * sum(epoch_s) + startup_s
-    rows.append(dict(section="rigorous", name="rigorous_sweep_s", value=round(sweep, 1), unit="s",
-                     note=f"9 optimizers x 5 seeds x 12 epochs from one epoch each, one start-up; "
-                          f"goal < {GOALS['rigorous_sweep_s']:.0f} s"))
+    rows.append(
+        dict(
+            section="rigorous",
+            name="rigorous_sweep_s",
+            value=round(sweep, 1),
+            unit="s",
+            note=f"9 optimizers x 5 seeds x 12 epochs from one epoch each, one start-up; "
+            f"goal < {GOALS['rigorous_sweep_s']:.0f} s",
+        )
+    )
     return rows
 
 
@@ -160,10 +219,16 @@ def step(device: str, repeats: int) -> list[dict]:
         med = {r["optimizer"]: r["median_ms"] for r in bench(size, repeats, device)}
         for noise in ("on", "off"):
             for ref in ("adamw_foreach", "adamw_fused"):
-                rows.append(dict(section="step", name=f"{size}/thermolion_noise_{noise}_vs_{ref}",
-                                 value=round(med[f"thermolion_noise_{noise}"] / med[ref], 3), unit="ratio",
-                                 note=f"medians of {repeats}; goal (noise off vs fused) <= "
-                                      f"{GOALS['thermolion_noise_off_vs_adamw_fused']}"))
+                rows.append(
+                    dict(
+                        section="step",
+                        name=f"{size}/thermolion_noise_{noise}_vs_{ref}",
+                        value=round(med[f"thermolion_noise_{noise}"] / med[ref], 3),
+                        unit="ratio",
+                        note=f"medians of {repeats}; goal (noise off vs fused) <= "
+                        f"{GOALS['thermolion_noise_off_vs_adamw_fused']}",
+                    )
+                )
     return rows
 
 
@@ -178,10 +243,12 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_gpu: no CUDA device here; run it on a GPU machine, or pass --device cpu")
     if args.dataset != "digits" and not _available([args.dataset]):
-        sys.exit(f"bench_gpu: {args.dataset} is not under DATA_ROOT={resolve_root()}; set DATA_ROOT or --dataset digits")
+        sys.exit(
+            f"bench_gpu: {args.dataset} is not under DATA_ROOT={resolve_root()}; set DATA_ROOT or --dataset digits"
+        )
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     if args.device == "cpu":
-        T.keep_freed_memory()  # as the trainer does on the CPU
+        B.keep_freed_memory()  # as the trainer does on the CPU
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         tmp = Path(tmp)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from models import MODELS, ModelConfig, build_model  # noqa: E402
-from runners.trainer import keep_freed_memory  # noqa: E402
+from runners.train.build import keep_freed_memory  # noqa: E402
 
 CIFAR10_STEPS = 391
 
@@ -63,8 +63,14 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         params, seconds = step_seconds(name, device, args.steps, args.batch)
-        rows.append({"model": name, "params": params, "step_ms": round(1e3 * seconds, 2),
-                     "cifar10_epoch_min": round(CIFAR10_STEPS * seconds / 60, 2)})
+        rows.append(
+            {
+                "model": name,
+                "params": params,
+                "step_ms": round(1e3 * seconds, 2),
+                "cifar10_epoch_min": round(CIFAR10_STEPS * seconds / 60, 2),
+            }
+        )
     base = next((r["step_ms"] for r in rows if r["model"] == "convnet"), rows[0]["step_ms"])
     for r in rows:
         r["ratio_to_convnet"] = round(r["step_ms"] / base, 2)
@@ -75,8 +81,10 @@ def main() -> None:
         writer.writerows({**r, "device": str(device), "threads": torch.get_num_threads()} for r in rows)
     print(f"{'model':10s} {'params':>10s} {'step (ms)':>10s} {'x convnet':>10s} {'CIFAR-10 epoch':>15s}")
     for r in rows:
-        print(f"{r['model']:10s} {r['params']:>10,d} {r['step_ms']:>10.1f} {r['ratio_to_convnet']:>9.2f}x "
-              f"{r['cifar10_epoch_min']:>11.1f} min")
+        print(
+            f"{r['model']:10s} {r['params']:>10,d} {r['step_ms']:>10.1f} {r['ratio_to_convnet']:>9.2f}x "
+            f"{r['cifar10_epoch_min']:>11.1f} min"
+        )
     print(f"wrote {args.out}")
 
 

@@ -5,7 +5,7 @@
 Writes --runs complete run folders (run.json, metrics.csv, DONE in the trainer's format) spread over
 the 12 paper datasets x 9 paper optimizers x as many seeds as needed, with plausible learning curves,
 then times ``python -m runners.report <folder>`` in a fresh process (imports included). The goal
-(issue 13): 10,000 runs of 12 epochs in under 60 s on 2 cores.
+10,000 runs of 12 epochs in under 60 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,11 +23,21 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from runners.data import DATASETS, PAPER_DATASETS  # noqa: E402
+from runners.train.datasets import DATASETS, PAPER_DATASETS  # noqa: E402
 from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
-COLUMNS = ["epoch", "step", "train_loss", "train_acc", "lr", "eval_loss", "eval_acc", "train_time_s", "epoch_time_s",
-           "step_time_ms"]
+COLUMNS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "lr",
+    "eval_loss",
+    "eval_acc",
+    "train_time_s",
+    "epoch_time_s",
+    "step_time_ms",
+]
 
 
 def write_runs(folder: Path, n: int, epochs: int) -> None:
@@ -46,14 +56,27 @@ def write_runs(folder: Path, n: int, epochs: int) -> None:
             for e in range(1, epochs + 1):
                 acc = ceiling - (ceiling - chance) * np.exp(-e / 3) + rng.normal(0, 0.3)
                 w.writerow([e, 5 * e, 2.3 * np.exp(-e / 4), acc + 1, 1e-3, 2 * np.exp(-e / 4), acc, 2.5, 3.0, 40.0])
-        info = {"status": "done", "code_version": "0123456789ab", "seed": seed, "epochs_done": epochs,
-                "sizes": {"train": 5000, "eval": 5000, "eval_split": "train"}, "data_notes": [],
-                "config": {"protocol": "paper", "seed": seed, "results_dir": str(folder), "tuned_from": None,
-                           "trial": None, "search_space": None,
-                           "model": {"name": "convnet"}, "optimizer": {"name": opt, "lr": 1e-3},
-                           "data": {"name": dataset, "image_size": 32, "train_subset": 5000, "eval_split": "train"},
-                           "trainer": {"epochs": epochs, "batch_size": 1024}},
-                "environment": {"torch": "2.14.1", "device": "cpu", "hostname": "bench"}}
+        info = {
+            "status": "done",
+            "code_version": "0123456789ab",
+            "seed": seed,
+            "epochs_done": epochs,
+            "sizes": {"train": 5000, "eval": 5000, "eval_split": "train"},
+            "data_notes": [],
+            "config": {
+                "protocol": "paper",
+                "seed": seed,
+                "results_dir": str(folder),
+                "tuned_from": None,
+                "trial": None,
+                "search_space": None,
+                "model": {"name": "convnet"},
+                "optimizer": {"name": opt, "lr": 1e-3},
+                "data": {"name": dataset, "image_size": 32, "train_subset": 5000, "eval_split": "train"},
+                "trainer": {"epochs": epochs, "batch_size": 1024},
+            },
+            "environment": {"torch": "2.14.1", "device": "cpu", "hostname": "bench"},
+        }
         (run_dir / "run.json").write_text(json.dumps(info))
         (run_dir / "DONE").write_text("done\n")
 
@@ -69,8 +92,9 @@ def main() -> None:
     write_runs(args.folder, args.runs, args.epochs)
     print(f"wrote {args.runs} runs x {args.epochs} epochs in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runners.report", str(args.folder)], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.report", str(args.folder)], cwd=ROOT, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"the report failed:\n{proc.stderr}")

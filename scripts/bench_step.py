@@ -93,7 +93,7 @@ def bench(size: str, repeats: int, device: str) -> list[dict]:
         first[name] = time.perf_counter() - t0
     names = list(opts)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no fixed neighbour
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no fixed neighbour
             opt = opts[name]
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -112,11 +112,25 @@ def bench(size: str, repeats: int, device: str) -> list[dict]:
     rows = []
     for name in opts:
         med = statistics.median(times[name])
-        state = sum(t.numel() * t.element_size() for s in opts[name].state.values()
-                    for t in (s.values() if isinstance(s, dict) else []) if torch.is_tensor(t))
-        rows.append(dict(size=size, numel=n, device=device, optimizer=name, median_ms=round(med * 1e3, 3),
-                         ratio_to_adamw_foreach=round(med / ref, 3), first_step_s=round(first[name], 3),
-                         peak_extra_mib=round(extra[name] / 2**20, 1), state_mib=round(state / 2**20, 1)))
+        state = sum(
+            t.numel() * t.element_size()
+            for s in opts[name].state.values()
+            for t in (s.values() if isinstance(s, dict) else [])
+            if torch.is_tensor(t)
+        )
+        rows.append(
+            dict(
+                size=size,
+                numel=n,
+                device=device,
+                optimizer=name,
+                median_ms=round(med * 1e3, 3),
+                ratio_to_adamw_foreach=round(med / ref, 3),
+                first_step_s=round(first[name], 3),
+                peak_extra_mib=round(extra[name] / 2**20, 1),
+                state_mib=round(state / 2**20, 1),
+            )
+        )
     return rows
 
 
@@ -132,12 +146,16 @@ def main() -> None:
     for size in args.sizes:
         rows += bench(size, args.repeats, args.device)
         print(f"\n{size} parameters ({rows[-1]['numel']:,} elements)")
-        print(f"{'optimizer':30s} {'median ms':>10s} {'x adamw-fe':>10s} {'1st step s':>10s} "
-              f"{'peak+ MiB':>10s} {'state MiB':>10s}")
+        print(
+            f"{'optimizer':30s} {'median ms':>10s} {'x adamw-fe':>10s} {'1st step s':>10s} "
+            f"{'peak+ MiB':>10s} {'state MiB':>10s}"
+        )
         for r in rows:
             if r["size"] == size:
-                print(f"{r['optimizer']:30s} {r['median_ms']:10.2f} {r['ratio_to_adamw_foreach']:10.2f} "
-                      f"{r['first_step_s']:10.2f} {r['peak_extra_mib']:10.1f} {r['state_mib']:10.1f}")
+                print(
+                    f"{r['optimizer']:30s} {r['median_ms']:10.2f} {r['ratio_to_adamw_foreach']:10.2f} "
+                    f"{r['first_step_s']:10.2f} {r['peak_extra_mib']:10.1f} {r['state_mib']:10.1f}"
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -25,20 +25,26 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import ConvNet  # noqa: E402
-from runners import trainer as T  # noqa: E402
 from runners.config import PROTOCOLS, RunConfig  # noqa: E402
-from runners.data import resolve_root  # noqa: E402
-from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS  # noqa: E402
+from runners.sweep import job as T  # noqa: E402
+from runners.sweep.compose import compose_run  # noqa: E402
+from runners.train import build as B  # noqa: E402
+from runners.train.datasets import resolve_root  # noqa: E402
+from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
 
 def run_config(results: str, cache: str, protocol: str, optimizer: str, epochs: int) -> RunConfig:
-    p = PROTOCOLS[protocol]
-    opt = {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIMIZERS[optimizer].defaults.items()}
-    return RunConfig.from_dict({
-        "optimizer": {"name": optimizer, **opt}, "dataset": {"name": "mnist"}, "protocol": protocol,
-        "results_dir": results, "data": {"train_subset": p["train_subset"], "eval_split": p["eval_split"],
-                                         "cache_dir": cache, "download": False},
-        "trainer": {"epochs": epochs, "batch_size": p["batch_size"], "progress": "off", "checkpoint": False}})
+    return compose_run(
+        f"optimizer={optimizer}",
+        "dataset=mnist",
+        f"protocol={protocol}",
+        f"results_dir={results}",
+        f"data.cache_dir={cache}",
+        "data.download=false",
+        f"trainer.epochs={epochs}",
+        "trainer.progress=off",
+        "trainer.checkpoint=false",
+    )
 
 
 def floor_epoch(n: int, batch: int) -> float:
@@ -48,7 +54,7 @@ def floor_epoch(n: int, batch: int) -> float:
     x, y = torch.randn(n, 1, 32, 32), torch.randint(10, (n,))
     start = time.perf_counter()
     for i in range(0, n, batch):
-        loss = F.cross_entropy(model(x[i:i + batch]), y[i:i + batch])
+        loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,7 +87,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (median)")
     ap.add_argument("--table", action="store_true", help="also time the 9-optimizer paper table on MNIST")
     args = ap.parse_args()
-    T.keep_freed_memory()  # the trainer does this on the CPU; give the other loops the same
+    B.keep_freed_memory()  # the trainer does this on the CPU; give the other loops the same
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         for protocol, n in (("paper", 5000), ("rigorous", 60000)):
@@ -92,9 +98,11 @@ def main() -> None:
             harness = statistics.median(float(r) for r in _column(result.run_dir, "train_time_s")[1:])
             floor = statistics.median([floor_epoch(n, batch) for _ in range(args.repeats + 1)][1:])
             notebook = notebook_epoch(n, batch)
-            print(f"{protocol:9s} ({n} samples, batch {batch}): floor {floor:6.2f} s  harness {harness:6.2f} s "
-                  f"({harness / floor:.2f}x floor)  notebook loop {notebook:6.2f} s "
-                  f"(harness {notebook / harness:.2f}x faster)")
+            print(
+                f"{protocol:9s} ({n} samples, batch {batch}): floor {floor:6.2f} s  harness {harness:6.2f} s "
+                f"({harness / floor:.2f}x floor)  notebook loop {notebook:6.2f} s "
+                f"(harness {notebook / harness:.2f}x faster)"
+            )
         if args.table:
             total = 0.0
             for name in PAPER_OPTIMIZERS:
@@ -102,9 +110,12 @@ def main() -> None:
                 res = T.train(run_config(f"{tmp}/table", f"{tmp}/cache", "paper", name, 12))
                 dt = time.perf_counter() - t0
                 total += dt
-                print(f"  paper/mnist/{name:10s} {dt:6.1f} s  {res.status}  eval_acc {res.final.get('eval_acc', float('nan')):.2f}%")
-            print(f"paper_table on MNIST (9 optimizers): {total / 60:.1f} min; x12 datasets ~ {12 * total / 3600:.2f} h "
-                  "on this machine (the other sets are also 5000 images at 32x32; SEMEION is smaller)")
+                acc = res.final.get("eval_acc", float("nan"))
+                print(f"  paper/mnist/{name:10s} {dt:6.1f} s  {res.status}  eval_acc {acc:.2f}%")
+            print(
+                f"paper_table on MNIST (9 optimizers): {total / 60:.1f} min; x12 datasets ~ {12 * total / 3600:.2f} h "
+                "on this machine (the other sets are also 5000 images at 32x32; SEMEION is smaller)"
+            )
 
 
 def _column(run_dir: Path, name: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runners.data import DATASETS, DataError, load_split, resolve_cache_dir, resolve_root  # noqa: E402
+from runners.train.datasets import DATASETS, DataError, load_split, resolve_cache_dir, resolve_root  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,8 +37,7 @@ def main(argv=None) -> int:
     for name, split, size in (bar := tqdm(jobs, unit="split")):
         bar.set_description(f"{name}/{split}/{size}px")
         try:
-            x, y = load_split(name, split, root=args.root, download=True, image_size=size,
-                              cache_dir=args.cache_dir)
+            x, y = load_split(name, split, root=args.root, download=True, image_size=size, cache_dir=args.cache_dir)
             tqdm.write(f"{name:13s} {split:5s} {size:3d}px  {tuple(x.shape)}  {int(y.max()) + 1} classes")
         except DataError as err:
             failed.append(name)

@@ -98,8 +98,9 @@ def write_cifar10(root, n=6):
     x, y = images(5 * n, 32, 32, 3), labels(5 * n, 10)
     for b in range(5):
         sl = slice(b * n, (b + 1) * n)
-        _pickle(base / f"data_batch_{b + 1}", {"data": x[sl].transpose(0, 3, 1, 2).reshape(n, -1),
-                                                "labels": y[sl].tolist()})
+        _pickle(
+            base / f"data_batch_{b + 1}", {"data": x[sl].transpose(0, 3, 1, 2).reshape(n, -1), "labels": y[sl].tolist()}
+        )
     out["train"] = (x.transpose(0, 3, 1, 2), y)
     xt, yt = images(n, 32, 32, 3), labels(n, 10)[::-1].copy()
     _pickle(base / "test_batch", {"data": xt.transpose(0, 3, 1, 2).reshape(n, -1), "labels": yt.tolist()})
@@ -113,8 +114,14 @@ def write_cifar100(root, n=6):
     out = {}
     for split in ("train", "test"):
         x, y = images(n, 32, 32, 3), labels(n, 100) * 11 % 100
-        _pickle(base / split, {"data": x.transpose(0, 3, 1, 2).reshape(n, -1), "fine_labels": y.tolist(),
-                               "coarse_labels": (y // 5).tolist()})
+        _pickle(
+            base / split,
+            {
+                "data": x.transpose(0, 3, 1, 2).reshape(n, -1),
+                "fine_labels": y.tolist(),
+                "coarse_labels": (y // 5).tolist(),
+            },
+        )
         out[split] = (x.transpose(0, 3, 1, 2), y)
     return out
 
@@ -127,8 +134,9 @@ def write_svhn(root, n=6):
         x, y = images(n, 32, 32, 3), labels(n, 10)
         root.mkdir(parents=True, exist_ok=True)
         # SVHN's .mat: X is (32, 32, 3, N), y in 1..10 with 10 meaning digit 0
-        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x.transpose(1, 2, 3, 0),
-                                                       "y": np.where(y == 0, 10, y).reshape(-1, 1)})
+        scipy.io.savemat(
+            root / f"{split}_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": np.where(y == 0, 10, y).reshape(-1, 1)}
+        )
         out[split] = (x.transpose(0, 3, 1, 2), y)
     return out
 
@@ -187,10 +195,18 @@ def write_semeion(root, n=6):
 
 
 WRITERS = {
-    "gtsrb": write_gtsrb, "semeion": write_semeion, "mnist": write_mnist,
-    "fashionmnist": write_fashionmnist, "kmnist": write_kmnist, "emnist": write_emnist,
-    "qmnist": write_qmnist, "usps": write_usps, "cifar10": write_cifar10, "cifar100": write_cifar100,
-    "svhn": write_svhn, "stl10": write_stl10,
+    "gtsrb": write_gtsrb,
+    "semeion": write_semeion,
+    "mnist": write_mnist,
+    "fashionmnist": write_fashionmnist,
+    "kmnist": write_kmnist,
+    "emnist": write_emnist,
+    "qmnist": write_qmnist,
+    "usps": write_usps,
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+    "svhn": write_svhn,
+    "stl10": write_stl10,
 }
 
 

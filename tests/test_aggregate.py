@@ -1,4 +1,4 @@
-"""Cross-dataset statistics, time-to-target and the runs table against their definitions (issue 13)."""
+"""Cross-dataset statistics, time-to-target and the runs table against their definitions."""
 
 import json
 import math
@@ -48,8 +48,10 @@ def test_probability_of_improvement_counts_pairs_with_ties_half_and_averages_dat
 
 
 def test_friedman_and_ranks_against_a_hand_computation():
-    means = pd.DataFrame({"a": [90.0, 80.0, 70.0, 60.0], "b": [85.0, 82.0, 65.0, 55.0], "c": [80.0, 75.0, 60.0, 50.0]},
-                         index=["d1", "d2", "d3", "d4"])
+    means = pd.DataFrame(
+        {"a": [90.0, 80.0, 70.0, 60.0], "b": [85.0, 82.0, 65.0, 55.0], "c": [80.0, 75.0, 60.0, 50.0]},
+        index=["d1", "d2", "d3", "d4"],
+    )
     ranks = A.average_ranks(means)
     assert ranks.to_dict() == pytest.approx({"a": 1.25, "b": 1.75, "c": 3.0})
     n, k = 4, 3  # Friedman's statistic from the average ranks (Demšar 2006, eq. 1)
@@ -67,8 +69,18 @@ def test_performance_profile_within_tau_points_of_the_best():
 
 
 def _runs(accs: dict, classes=10) -> pd.DataFrame:
-    rows = [{"dataset": d, "optimizer": o, "seed": s, "final_eval_acc": a, "num_classes": classes,
-             "run_dir": f"{d}/{o}/{s}"} for (d, o), vals in accs.items() for s, a in enumerate(vals)]
+    rows = [
+        {
+            "dataset": d,
+            "optimizer": o,
+            "seed": s,
+            "final_eval_acc": a,
+            "num_classes": classes,
+            "run_dir": f"{d}/{o}/{s}",
+        }
+        for (d, o), vals in accs.items()
+        for s, a in enumerate(vals)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -78,8 +90,13 @@ def test_normalised_score_is_one_for_the_best_mean_and_zero_at_chance():
 
 
 def test_aggregate_writes_the_cd_diagram_for_3_by_3_and_a_note_below(tmp_path):
-    big = _runs({(d, o): [60 + 10 * i + j + 3 * k for k in range(2)]
-                 for i, d in enumerate(["d1", "d2", "d3"]) for j, o in enumerate(["thermolion", "adamw", "lion"])})
+    big = _runs(
+        {
+            (d, o): [60 + 10 * i + j + 3 * k for k in range(2)]
+            for i, d in enumerate(["d1", "d2", "d3"])
+            for j, o in enumerate(["thermolion", "adamw", "lion"])
+        }
+    )
     result = A.write_aggregate(big, tmp_path, "s", "thermolion")
     assert (tmp_path / "critical_difference.png").stat().st_size > 5000 and result["nemenyi"] is not None
     assert result["friedman"]["p"] < 1 and (tmp_path / "aggregate.png").exists()
@@ -95,19 +112,33 @@ def test_aggregate_writes_the_cd_diagram_for_3_by_3_and_a_note_below(tmp_path):
 
 # ------------------------------------------------------------------ time to target
 def test_first_crossing_and_never():
-    curve = pd.DataFrame({"step": [5, 10, 15, 20], "epoch": [0.5, 1, 1.5, 2], "seconds": [1, 2, 3, 4],
-                          "eval_acc": [50, 80, 79, 90], "fine": True})
+    curve = pd.DataFrame(
+        {
+            "step": [5, 10, 15, 20],
+            "epoch": [0.5, 1, 1.5, 2],
+            "seconds": [1, 2, 3, 4],
+            "eval_acc": [50, 80, 79, 90],
+            "fine": True,
+        }
+    )
     assert TT.first_crossing(curve, 80.0) == {"steps": 10.0, "epochs": 1.0, "seconds": 2.0}
     assert TT.first_crossing(curve, 85.0)["steps"] == 20.0  # 80 at step 10, then a dip, then 90
     assert TT.first_crossing(curve, 95.0) == {"steps": math.inf, "epochs": math.inf, "seconds": math.inf}
 
 
 def test_profile_and_benchmark_score_match_a_hand_computation():
-    times = pd.DataFrame([  # median steps per (dataset, optimizer)
-        {"dataset": "d1", "optimizer": "a", "steps": 10.0}, {"dataset": "d1", "optimizer": "b", "steps": 20.0},
-        {"dataset": "d2", "optimizer": "a", "steps": 50.0}, {"dataset": "d2", "optimizer": "b", "steps": 25.0},
-        {"dataset": "d3", "optimizer": "a", "steps": math.inf}, {"dataset": "d3", "optimizer": "b", "steps": 30.0},
-        {"dataset": "d4", "optimizer": "a", "steps": math.inf}, {"dataset": "d4", "optimizer": "b", "steps": math.inf}])
+    times = pd.DataFrame(
+        [  # median steps per (dataset, optimizer)
+            {"dataset": "d1", "optimizer": "a", "steps": 10.0},
+            {"dataset": "d1", "optimizer": "b", "steps": 20.0},
+            {"dataset": "d2", "optimizer": "a", "steps": 50.0},
+            {"dataset": "d2", "optimizer": "b", "steps": 25.0},
+            {"dataset": "d3", "optimizer": "a", "steps": math.inf},
+            {"dataset": "d3", "optimizer": "b", "steps": 30.0},
+            {"dataset": "d4", "optimizer": "a", "steps": math.inf},
+            {"dataset": "d4", "optimizer": "b", "steps": math.inf},
+        ]
+    )
     ratios = TT.performance_ratios(times)
     assert ratios.loc["d1"].tolist() == [1.0, 2.0] and ratios.loc["d2"].tolist() == [2.0, 1.0]
     assert ratios.loc["d3"].tolist() == [math.inf, 1.0] and ratios.loc["d4"].tolist() == [math.inf, math.inf]
@@ -131,15 +162,30 @@ def test_targets_default_to_the_reference_median_and_a_fixed_number_overrides():
 def test_report_on_a_real_sweep_writes_aggregate_time_to_target_and_a_parquet_runs_table(tmp_path):
     from .test_harness import run_py
 
-    run_py("-m", "optimizer=thermolion,adamw,lion", "seed=0,1,2", "data.image_size=16", "trainer.epochs=2",
-           "trainer.eval_every_steps=4", "trainer.progress=off", "hydra.callbacks.sweep_summary.report=false",
-           f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path)
+    run_py(
+        "-m",
+        "optimizer=thermolion,adamw,lion",
+        "seed=0,1,2",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.eval_every_steps=4",
+        "trainer.progress=off",
+        "hydra.callbacks.sweep_summary.report=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     (tmp_path / "rigorous" / "digits" / "bad" / "seed0").mkdir(parents=True)  # an unreadable run
     (tmp_path / "rigorous" / "digits" / "bad" / "seed0" / "run.json").write_text("{not json")
     summary = build_report(tmp_path, tmp_path / "report")
     section = tmp_path / "report" / "rigorous+epochs=2,image_size=16"
-    for name in ("aggregate.md", "aggregate.csv", "aggregate.png", "time_to_target.md", "time_to_target.csv",
-                 "performance_profile.png"):
+    for name in (
+        "aggregate.md",
+        "aggregate.csv",
+        "aggregate.png",
+        "time_to_target.md",
+        "time_to_target.csv",
+        "performance_profile.png",
+    ):
         assert (section / name).stat().st_size > 100, name
     ttt = summary["protocols"]["rigorous+epochs=2,image_size=16"]["time_to_target"]
     assert ttt["fine"] and set(ttt["score"]) == {"thermolion", "adamw", "lion"}
@@ -153,10 +199,20 @@ def test_report_on_a_real_sweep_writes_aggregate_time_to_target_and_a_parquet_ru
 
 
 def test_runs_table_round_trips_through_parquet_and_falls_back_to_csv(tmp_path, monkeypatch):
-    records = [{"run_dir": "a", "status": "done", "dataset": "d", "final_eval_acc": 91.5,
-                "info": {"config": {"optimizer": {"name": "x", "betas": [0.9, 0.99]}, "seed": 0},
-                         "environment": {"torch": "2"}, "code_version": "abc"}},
-               {"run_dir": "b", "status": "failed", "info": {"config": {"optimizer": {"name": "y", "lr": 0.1}}}}]
+    records = [
+        {
+            "run_dir": "a",
+            "status": "done",
+            "dataset": "d",
+            "final_eval_acc": 91.5,
+            "info": {
+                "config": {"optimizer": {"name": "x", "betas": [0.9, 0.99]}, "seed": 0},
+                "environment": {"torch": "2"},
+                "code_version": "abc",
+            },
+        },
+        {"run_dir": "b", "status": "failed", "info": {"config": {"optimizer": {"name": "y", "lr": 0.1}}}},
+    ]
     frame = runs_frame(records, pd.DataFrame())
     path = write_runs_table(frame, tmp_path)
     back = pd.read_parquet(path)
@@ -165,16 +221,26 @@ def test_runs_table_round_trips_through_parquet_and_falls_back_to_csv(tmp_path, 
     import builtins
 
     real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "pyarrow" else real_import(name, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (
+            (_ for _ in ()).throw(ImportError(name)) if name == "pyarrow" else real_import(name, *a, **k)
+        ),
+    )
     path = write_runs_table(frame, tmp_path / "csv")
     monkeypatch.undo()
     assert path.name == "runs.csv" and pd.read_csv(path)["status"].tolist() == ["done", "failed"]
 
 
 def test_bench_report_script_generates_runs_and_times_the_report(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/bench_report.py", "--runs", "30", "--folder", str(tmp_path / "b")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_report.py", "--runs", "30", "--folder", str(tmp_path / "b")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "30 runs" in proc.stdout and "report:" in proc.stdout
     assert (tmp_path / "b" / "report" / "runs.parquet").exists()

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS, Lion, Lookahead, MuAdam, SWATS, ThermoLion, build_optimizer
+from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS, SWATS, Lion, Lookahead, MuAdam, ThermoLion, build_optimizer
 
 
 def _param(values):
@@ -131,8 +131,11 @@ def test_registry_builds_every_name_with_the_papers_defaults():
 
 def test_ablation_variants_are_overrides_of_one_factory():
     base = OPTIMIZERS["thermolion"]
-    for name, key, value in [("thermolion_noboost", "boost", 0.0), ("thermolion_nonoise", "noise", False),
-                             ("thermolion_bc", "bias_correction", True)]:
+    for name, key, value in [
+        ("thermolion_noboost", "boost", 0.0),
+        ("thermolion_nonoise", "noise", False),
+        ("thermolion_bc", "bias_correction", True),
+    ]:
         spec = OPTIMIZERS[name]
         assert spec.factory is base.factory and spec.variant_of == "thermolion"
         assert spec.defaults == {**base.defaults, key: value}
@@ -162,8 +165,15 @@ def test_baselines_reject_invalid_arguments_and_sparse_grads(cls):
 # Rates at which each optimizer is stable on these problems (SGD and SWATS' SGD phase need small
 # steps on Rosenbrock's curvature; ThermoLion's noise scales with sqrt(mean v), i.e. with the
 # gradient, so it needs a smaller lr where gradients are in the hundreds).
-ROSENBROCK_LR = {"lion": 3e-3, "swa": 5e-4, "swats": 5e-4, "sgd": 3e-4, "lookahead": 3e-2,
-                 "lookahead_textbook": 3e-2, "thermolion_bc": 3e-4}
+ROSENBROCK_LR = {
+    "lion": 3e-3,
+    "swa": 5e-4,
+    "swats": 5e-4,
+    "sgd": 3e-4,
+    "lookahead": 3e-2,
+    "lookahead_textbook": 3e-2,
+    "thermolion_bc": 3e-4,
+}
 
 
 def _kwargs(name, lr):

@@ -9,14 +9,17 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from runners import data as D
+from runners.train import data as D
+from runners.train import datasets as DS
 from tests import fake_datasets as fake
 
-REAL_ROOT = D.resolve_root()
+REAL_ROOT = DS.resolve_root()
 HAS_REAL_MNIST = (REAL_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 real_data = pytest.mark.skipif(
-    not HAS_REAL_MNIST, reason=f"real MNIST/FashionMNIST not found under DATA_ROOT={REAL_ROOT} "
-                               "(set DATA_ROOT to ../shared/data to run these)")
+    not HAS_REAL_MNIST,
+    reason=f"real MNIST/FashionMNIST not found under DATA_ROOT={REAL_ROOT} "
+    "(set DATA_ROOT to ../shared/data to run these)",
+)
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def cache(tmp_path, monkeypatch):
 
 def _reference(name, root, split, size):
     """torchvision's per-sample path (the notebook's): PIL image -> Resize -> uint8 tensor."""
-    ds = D.get_info(name).build(str(root), split, False)
+    ds = DS.get_info(name).build(str(root), split, False)
     out = []
     for i in range(len(ds)):
         img = ds[i][0]
@@ -46,11 +49,11 @@ def test_each_paper_dataset_loads_from_its_real_file_format(name, tmp_path, cach
     fake.skip_md5(monkeypatch)
     root = tmp_path / "data"
     written = fake.WRITERS[name](root)
-    info = D.DATASETS[name]
+    info = DS.DATASETS[name]
     for split, (x_written, y_written) in written.items():
         native = x_written.shape[-1]
         for size in sorted({native, 32}):
-            x, y = D.load_split(name, split, root=str(root), download=False, image_size=size)
+            x, y = DS.load_split(name, split, root=str(root), download=False, image_size=size)
             assert x.dtype == torch.uint8 and y.dtype == torch.int64
             assert x.shape == (len(y_written), info.channels, size, size)
             assert y.tolist() == list(y_written)
@@ -68,15 +71,15 @@ def test_each_paper_dataset_loads_from_its_real_file_format(name, tmp_path, cach
 def test_cache_hit_returns_identical_tensors_without_reading_the_files(tmp_path, cache):
     root = tmp_path / "data"
     fake.write_mnist(root)
-    first = D.load_split("mnist", "train", root=str(root), download=False)
+    first = DS.load_split("mnist", "train", root=str(root), download=False)
     assert (cache / "mnist-train-32.pt").exists()
     for f in (root / "MNIST" / "raw").iterdir():
         f.unlink()
-    second = D.load_split("mnist", "train", root=str(root), download=False)
+    second = DS.load_split("mnist", "train", root=str(root), download=False)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     other_size = cache / "mnist-train-28.pt"
-    with pytest.raises(D.DatasetNotFound):  # another size is another cache entry
-        D.load_split("mnist", "train", root=str(root), download=False, image_size=28)
+    with pytest.raises(DS.DatasetNotFound):  # another size is another cache entry
+        DS.load_split("mnist", "train", root=str(root), download=False, image_size=28)
     assert not other_size.exists()
 
 
@@ -91,13 +94,13 @@ def test_an_interrupted_cache_write_is_never_read(tmp_path, cache, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        D.load_split("mnist", "train", root=str(root), download=False)
+        DS.load_split("mnist", "train", root=str(root), download=False)
     assert list(cache.iterdir()) == []  # no partial file under the final name, no temp left
     monkeypatch.setattr(torch, "save", real_save)
-    x, y = D.load_split("mnist", "train", root=str(root), download=False)
+    x, y = DS.load_split("mnist", "train", root=str(root), download=False)
     assert len(y) == 6
     (cache / "mnist-train-32.pt").write_bytes(b"garbage from elsewhere")  # unreadable: rebuilt
-    x2, _ = D.load_split("mnist", "train", root=str(root), download=False)
+    x2, _ = DS.load_split("mnist", "train", root=str(root), download=False)
     assert torch.equal(x, x2)
 
 
@@ -109,13 +112,13 @@ def test_missing_dataset_offline_gives_one_clear_error(tmp_path, cache, monkeypa
 
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
     root = tmp_path / "empty"
-    with pytest.raises(D.DatasetNotFound) as err:
-        D.load_split("kmnist", "train", root=str(root), download=True)
+    with pytest.raises(DS.DatasetNotFound) as err:
+        DS.load_split("kmnist", "train", root=str(root), download=True)
     msg = str(err.value)
     assert "'kmnist'" in msg and str(root) in msg and "scripts/prefetch_data.py kmnist" in msg
     assert "could not be downloaded" in msg and err.value.__cause__ is None
-    with pytest.raises(D.DatasetNotFound, match="missing .*cifar-10-batches-py/data_batch_1"):
-        D.load_split("cifar10", "test" if False else "train", root=str(root), download=False)
+    with pytest.raises(DS.DatasetNotFound, match="missing .*cifar-10-batches-py/data_batch_1"):
+        DS.load_split("cifar10", "test" if False else "train", root=str(root), download=False)
 
 
 def test_truncated_file_gives_an_error_naming_it(tmp_path, cache):
@@ -123,18 +126,18 @@ def test_truncated_file_gives_an_error_naming_it(tmp_path, cache):
     fake.write_fashionmnist(root)
     bad = root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:-100])
-    with pytest.raises(D.DatasetCorrupt, match=f"the file {bad} is truncated or corrupt"):
-        D.load_split("fashionmnist", "train", root=str(root), download=False)
+    with pytest.raises(DS.DatasetCorrupt, match=f"the file {bad} is truncated or corrupt"):
+        DS.load_split("fashionmnist", "train", root=str(root), download=False)
 
 
 def test_unknown_dataset_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*mnist.*digits"):
-        D.load_split("imagenet", "train")
-    assert len(D.PAPER_DATASETS) == 12 and set(D.PAPER_DATASETS) | {"digits"} == set(D.DATASETS)
+        DS.load_split("imagenet", "train")
+    assert len(DS.PAPER_DATASETS) == 12 and set(DS.PAPER_DATASETS) | {"digits"} == set(DS.DATASETS)
 
 
 def test_digits_loads_offline_with_a_fixed_stratified_holdout(cache):
-    x, y = D.load_split("digits", "all", image_size=8)
+    x, y = DS.load_split("digits", "all", image_size=8)
     assert x.shape == (1797, 1, 8, 8) and x.max() == 255 and y.bincount().tolist()[0] == 178
     p = D.prepare(D.DataConfig(name="digits"))
     assert len(p.train_y) + len(p.eval_y) == 1797 and len(p.eval_y) == pytest.approx(359, abs=5)
@@ -150,7 +153,7 @@ def test_paper_subset_is_the_first_n_samples_normalised_to_minus_one_one(tmp_pat
     fake.mnist_like(root, "MNIST", {"train": "train", "test": "t10k"}, n=240)
     cfg = D.DataConfig(name="mnist", root=str(root), download=False, train_subset=200, eval_split="train")
     p = D.prepare(cfg)
-    full_x, full_y = D.load_split("mnist", "train", root=str(root), download=False)
+    full_x, full_y = DS.load_split("mnist", "train", root=str(root), download=False)
     assert p.train_x.shape == (200, 1, 32, 32) and p.train_x.dtype == torch.float32
     assert torch.equal(p.train_y, full_y[:200])
     torch.testing.assert_close(p.train_x, full_x[:200].float() / 255 * 2 - 1)  # Normalize(0.5, 0.5)
@@ -160,7 +163,7 @@ def test_paper_subset_is_the_first_n_samples_normalised_to_minus_one_one(tmp_pat
 
 
 def test_validation_split_is_held_out_of_training_and_label_noise_is_seeded(tmp_path, cache):
-    x, y = D.load_split("digits", "all")
+    x, y = DS.load_split("digits", "all")
     keep, held = D.stratified_split(y, 0.1, seed=3)
     assert len(set(keep.tolist()) & set(held.tolist())) == 0 and len(keep) + len(held) == len(y)
     noisy = D.corrupt_labels(y, 0.2, 10, seed=1)
@@ -192,8 +195,8 @@ def test_tensor_loader_same_seed_same_batches_every_sample_once_last_batch_kept(
 @real_data
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
 def test_real_mnist_and_fashionmnist_have_official_sizes_and_first_labels(name, folder, cache):
-    x, y = D.load_split(name, "train", download=False)
-    xt, yt = D.load_split(name, "test", download=False)
+    x, y = DS.load_split(name, "train", download=False)
+    xt, yt = DS.load_split(name, "test", download=False)
     assert x.shape == (60000, 1, 32, 32) and xt.shape == (10000, 1, 32, 32)
     raw = (REAL_ROOT / folder / "raw" / "train-labels-idx1-ubyte").read_bytes()
     assert y[:20].tolist() == list(raw[8:28])  # the idx label file: 8-byte header, then 1 byte each
@@ -203,7 +206,7 @@ def test_real_mnist_and_fashionmnist_have_official_sizes_and_first_labels(name, 
 
 
 def test_sets_without_a_test_split_keep_the_fixed_holdout_out_of_tuning_and_subset_runs():
-    from runners.data import DataConfig, prepare
+    from runners.train.data import DataConfig, prepare
 
     paper = prepare(DataConfig("digits", train_subset=5000, eval_split="train"))
     assert len(paper.train_y) == 1797 and paper.eval_x is paper.train_x  # the paper: the whole set, as training

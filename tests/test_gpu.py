@@ -5,13 +5,15 @@ import copy
 import pytest
 import torch
 
-from runners import trainer as T
+from runners.sweep import job as T
 from thermolion import ThermoLion
 
 from .test_harness import _metric_rows, config, read_metrics
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run make test-gpu there)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run make test-gpu there)"),
+]
 
 
 @pytest.mark.parametrize("noise", [True, False])
@@ -67,3 +69,40 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
 def test_deterministic_mode_on_cuda_repeats_bit_for_bit(tmp_path):
     runs = [T.train(config(tmp_path / str(i), "thermolion", device="cuda", deterministic=True)) for i in range(2)]
     assert _metric_rows(runs[0].run_dir) == _metric_rows(runs[1].run_dir)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(fused=False), dict(noise=False, track_stats=True)])
+def test_thermolion_step_never_syncs_with_the_host_on_cuda(kw):
+    params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in [(256, 64), (64,), (5_000_000,)]]
+    opt = ThermoLion(params, **kw)
+    for _ in range(2):  # the first step builds state (and compiles the fused path) outside the check
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_bf16_parameters_keep_float32_moments_across_a_cuda_resume():
+    p = torch.nn.Parameter(torch.randn(4096, device="cuda", dtype=torch.bfloat16))
+    opt = ThermoLion([p])
+    for _ in range(3):
+        p.grad = torch.randn_like(p)
+        opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    q = torch.nn.Parameter(p.detach().clone())
+    resumed = ThermoLion([q])
+    resumed.load_state_dict(saved)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert resumed.state[q][key].dtype == torch.float32
+        assert torch.equal(resumed.state[q][key], opt.state[p][key])
+    g = torch.randn_like(p)
+    p.grad, q.grad = g, g.clone()
+    opt.step()
+    resumed.step()
+    assert torch.equal(p, q)  # the same noise too: the generator state travelled with the state dict

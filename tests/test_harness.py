@@ -3,17 +3,23 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
+import torch.nn.functional as F
 
-from runners import trainer as T
+from models import MODELS
 from runners.config import PROTOCOLS, ConfigError, RunConfig
-from runners.data import DATASETS, resolve_root
+from runners.sweep import job as T
+from runners.sweep.compose import compose_run, override
+from runners.train import build as B
+from runners.train.data import DataConfig
+from runners.train.datasets import DATASETS, resolve_root
+from runners.train.loop import TrainerConfig
 from thermolion import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +30,14 @@ TIMING = {"epoch_time_s", "train_time_s", "step_time_ms"}
 def run_py(*args, results, env=None, check=True):
     flags = [a for a in args if a.startswith("-")]  # Hydra wants flags before overrides
     overrides = [a for a in args if not a.startswith("-")]
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *flags, f"results_dir={results}", *overrides],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *flags, f"results_dir={results}", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"run.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -37,16 +49,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def config(tmp_path, optimizer="thermolion", dataset="digits", protocol="rigorous", **trainer):
-    opt = {"name": optimizer, **{k: list(v) if isinstance(v, tuple) else v
-                                 for k, v in OPTIMIZERS[optimizer].defaults.items()}}
-    p = PROTOCOLS[protocol]
-    return RunConfig.from_dict({
-        "optimizer": opt, "dataset": {"name": dataset}, "protocol": protocol, "seed": 0,
-        "results_dir": str(tmp_path / "results"), "model": {"name": "convnet"},
-        "data": {"image_size": 16, "train_subset": p["train_subset"], "eval_split": p["eval_split"],
-                 "cache_dir": str(tmp_path / "cache")},
-        "trainer": {"epochs": 2, "batch_size": p["batch_size"], "progress": "off", **trainer},
-    })
+    """What ``run.py`` would run (composed from conf/), small: 16x16 images and 2 epochs."""
+    return compose_run(
+        f"optimizer={optimizer}",
+        f"dataset={dataset}",
+        f"protocol={protocol}",
+        f"results_dir={tmp_path / 'results'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.progress=off",
+        *(override(f"trainer.{k}", v) for k, v in trainer.items()),
+    )
 
 
 # ------------------------------------------------------------------ run.py end to end
@@ -58,7 +72,7 @@ def test_single_run_writes_metrics_run_json_and_done(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]) < 2.5  # ln(10) = 2.30 at start
     assert 50 < float(rows[1]["eval_acc"]) <= 100 and 0 < float(rows[1]["gate_mean"]) < 1
-    assert float(rows[1]["temperature"]) == pytest.approx(0.99 ** 18, rel=0.2)  # ~12 steps/epoch
+    assert float(rows[1]["temperature"]) == pytest.approx(0.99**18, rel=0.2)  # ~12 steps/epoch
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "done" and info["final"]["epoch"] == 2 and info["seed"] == 0
     assert info["config"]["optimizer"]["name"] == "thermolion" and info["sizes"]["eval_split"] == "test"
@@ -80,8 +94,17 @@ def test_multirun_2x2_makes_4_run_dirs_and_a_relaunch_skips_them(tmp_path):
 
 
 def test_failed_and_diverged_runs_do_not_stop_the_sweep_and_failures_set_the_exit_code(tmp_path):
-    proc = run_py("-m", "optimizer=swa", "optimizer.lr=1000,0.01", "dataset=digits,mnist",
-                  "data.root=/nonexistent", "data.download=false", *TINY, results=tmp_path, check=False)
+    proc = run_py(
+        "-m",
+        "optimizer=swa",
+        "optimizer.lr=1000,0.01",
+        "dataset=digits,mnist",
+        "data.root=/nonexistent",
+        "data.download=false",
+        *TINY,
+        results=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "1 diverged, 1 done, 2 failed" in proc.stdout
     assert proc.stderr.count("FAILED") == 2 and "dataset 'mnist'" in proc.stderr and "Traceback" not in proc.stderr
@@ -104,21 +127,21 @@ def test_unknown_group_option_shows_hydras_list_of_choices(tmp_path, group, bad)
 
 # ------------------------------------------------------------------ pairing and determinism
 def test_same_seed_gives_every_optimizer_identical_init_and_batches(tmp_path):
-    from runners.data import TensorLoader, prepare
+    from runners.train.data import TensorLoader, prepare
 
     a, b = config(tmp_path, "thermolion"), config(tmp_path, "adamw")
     data = prepare(a.data, seed=0)
-    model_a, opt_a, _ = T.build_run(a, data, torch.device("cpu"))
-    model_b, opt_b, _ = T.build_run(b, data, torch.device("cpu"))
+    model_a, opt_a, _ = B.build_run(a, data, torch.device("cpu"))
+    model_b, opt_b, _ = B.build_run(b, data, torch.device("cpu"))
     for p, q in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(p, q)
     assert type(opt_a).__name__ == "ThermoLion" and type(opt_b).__name__ == "AdamW"
-    seeds = [T.derive_seed(c.seed, c.data.name, "batches") for c in (a, b)]
+    seeds = [B.derive_seed(c.seed, c.data.name, "batches") for c in (a, b)]
     orders = [TensorLoader(data.train_x, data.train_y, 128, seed=s).order(0) for s in seeds]
     assert torch.equal(orders[0], orders[1])
     other = config(tmp_path, "thermolion")
     other = RunConfig(**{**other.__dict__, "seed": 1})
-    model_c, _, _ = T.build_run(other, data, torch.device("cpu"))
+    model_c, _, _ = B.build_run(other, data, torch.device("cpu"))
     assert not torch.equal(next(model_c.parameters()), next(model_a.parameters()))
 
 
@@ -135,7 +158,8 @@ def test_same_seed_same_optimizer_deterministic_gives_identical_metrics(tmp_path
 
 @pytest.mark.parametrize("optimizer, epochs, kill_after", [("thermolion", 4, 2), ("swa", 8, 7)])
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(
-        tmp_path, monkeypatch, optimizer, epochs, kill_after):
+    tmp_path, monkeypatch, optimizer, epochs, kill_after
+):
     reference = T.train(config(tmp_path / "ref", optimizer, epochs=epochs, deterministic=True))
     cfg = config(tmp_path / "killed", optimizer, epochs=epochs, deterministic=True)
     real_save = T.save_checkpoint
@@ -158,7 +182,7 @@ def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(
 
 
 def test_nan_loss_marks_the_run_diverged_and_keeps_the_epochs_done(tmp_path, monkeypatch):
-    real_ce = T.F.cross_entropy
+    real_ce = F.cross_entropy
     calls = {"n": 0}
 
     def poisoned(out, y, *args, **kwargs):
@@ -166,7 +190,7 @@ def test_nan_loss_marks_the_run_diverged_and_keeps_the_epochs_done(tmp_path, mon
         loss = real_ce(out, y, *args, **kwargs)
         return loss * float("nan") if calls["n"] > 15 else loss  # epoch 1 has 12 steps
 
-    monkeypatch.setattr(T.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
     result = T.train(config(tmp_path, "adamw", epochs=3))
     assert result.status == "diverged"
     assert len(read_metrics(result.run_dir)) == 1
@@ -175,30 +199,56 @@ def test_nan_loss_marks_the_run_diverged_and_keeps_the_epochs_done(tmp_path, mon
 
 
 # ------------------------------------------------------------------ configuration
-def test_optimizer_yaml_files_match_the_registry_defaults():
+def test_yaml_defaults_are_generated_from_their_one_source_and_up_to_date(tmp_path, monkeypatch):
     files = {p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml")}
     assert files == set(OPTIMIZERS) | {"custom"}  # custom: the plug-in template
-    custom = yaml.safe_load((ROOT / "conf" / "optimizer" / "custom.yaml").read_text())
-    assert {"_target_", "name", "lr"} <= set(custom)
-    for name, spec in OPTIMIZERS.items():
-        cfg = yaml.safe_load((ROOT / "conf" / "optimizer" / f"{name}.yaml").read_text())
-        assert cfg.pop("name") == name
-        assert cfg == {k: list(v) if isinstance(v, tuple) else v for k, v in spec.defaults.items()}
-
-
-def test_dataset_and_protocol_yaml_files_match_the_code():
     assert {p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml")} == set(DATASETS)
-    for name, values in PROTOCOLS.items():
-        cfg = yaml.safe_load((ROOT / "conf" / "protocol" / f"{name}.yaml").read_text())
-        assert cfg["protocol"] == name
-        assert {**cfg["data"], **cfg["trainer"]} == values
+    check = subprocess.run(
+        [sys.executable, "scripts/write_configs.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode == 0, check.stderr
+    # A hand edit of a generated file is caught (in a copy of conf/).
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import write_configs
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    monkeypatch.setattr(write_configs, "CONF", tmp_path / "conf")
+    paper = tmp_path / "conf" / "protocol" / "paper.yaml"
+    paper.write_text(paper.read_text().replace("batch_size: 1024", "batch_size: 512"))
+    assert write_configs.main(["--check"]) == 1
+    assert write_configs.main([]) == 0 and "batch_size: 1024" in paper.read_text()
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_composing_conf_gives_the_python_defaults(protocol):
+    cfg = compose_run(f"protocol={protocol}", "optimizer=lion", "model=vit_tiny")
+    assert cfg.trainer == TrainerConfig(
+        epochs=PROTOCOLS[protocol]["epochs"], batch_size=PROTOCOLS[protocol]["batch_size"]
+    )
+    root, cache = os.environ.get("DATA_ROOT"), os.environ.get("THERMOLION_CACHE")
+    assert cfg.data == DataConfig(
+        name="digits",
+        root=root,
+        cache_dir=cache,
+        train_subset=PROTOCOLS[protocol]["train_subset"],
+        eval_split=PROTOCOLS[protocol]["eval_split"],
+    )
+    assert cfg.optimizer.kwargs == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in OPTIMIZERS["lion"].defaults.items()
+    }
+    assert cfg.model.resolved() == {"name": "vit_tiny", **MODELS["vit_tiny"]}
+    assert cfg.setting_overrides() == {"model": "vit_tiny"}
 
 
 def test_run_dir_names_protocol_dataset_optimizer_overrides_and_seed(tmp_path):
     cfg = config(tmp_path, "thermolion")
     assert cfg.run_dir().parts[-4:] == ("rigorous", "digits", "thermolion+epochs=2,image_size=16", "seed0")
-    tuned = RunConfig(**{**cfg.__dict__, "optimizer": type(cfg.optimizer)(
-        "thermolion", {**cfg.optimizer.kwargs, "lr": 0.003, "boost": 0.0})})
+    tuned = RunConfig(
+        **{
+            **cfg.__dict__,
+            "optimizer": type(cfg.optimizer)("thermolion", {**cfg.optimizer.kwargs, "lr": 0.003, "boost": 0.0}),
+        }
+    )
     assert tuned.run_dir().parts[-2] == "thermolion_boost=0,lr=0.003+epochs=2,image_size=16"
     assert tuned.fingerprint() != cfg.fingerprint()
 
@@ -215,11 +265,19 @@ def test_invalid_config_values_are_clear_errors(tmp_path):
 
 # ------------------------------------------------------------------ real data
 @pytest.mark.slow
-@pytest.mark.skipif(not (resolve_root() / "MNIST" / "raw" / "train-images-idx3-ubyte").exists(),
-                    reason="real MNIST not found under DATA_ROOT (set DATA_ROOT=../shared/data)")
+@pytest.mark.skipif(
+    not (resolve_root() / "MNIST" / "raw" / "train-images-idx3-ubyte").exists(),
+    reason="real MNIST not found under DATA_ROOT (set DATA_ROOT=../shared/data)",
+)
 def test_paper_protocol_on_real_mnist_thermolion_reaches_97_percent(tmp_path):
-    proc = run_py("protocol=paper", "dataset=mnist", "optimizer=thermolion", "trainer.progress=off",
-                  f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path)
+    proc = run_py(
+        "protocol=paper",
+        "dataset=mnist",
+        "optimizer=thermolion",
+        "trainer.progress=off",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     info = json.loads((tmp_path / "paper" / "mnist" / "thermolion" / "seed0" / "run.json").read_text())
     assert info["sizes"] == {"train": 5000, "eval": 5000, "eval_split": "train"}, proc.stdout
     assert len(read_metrics(tmp_path / "paper" / "mnist" / "thermolion" / "seed0")) == 12
@@ -239,4 +297,6 @@ def test_evaluating_every_few_steps_changes_no_training_number_and_writes_evals_
     assert seconds == sorted(seconds) and seconds[0] > 0
     ends = [r for r in evals if float(r["epoch"]).is_integer()]
     assert [r["eval_acc"] for r in ends] == [r["eval_acc"] for r in read_metrics(every.run_dir)]
-    assert [int(r["step"]) for r in read_metrics(plain.run_dir)] == [12, 24] and not (plain.run_dir / "evals.csv").exists()
+    assert [int(r["step"]) for r in read_metrics(plain.run_dir)] == [12, 24] and not (
+        plain.run_dir / "evals.csv"
+    ).exists()

@@ -1,37 +1,48 @@
-"""Plug-in optimizers, schedules, clipping, models and augmentation (issue 11)."""
+"""Plug-in optimizers, schedules, clipping, models and augmentation."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from models import MODELS, ModelConfig, build_model
-from runners import trainer as T
-from runners.augment import PAD, EpochAugmenter, resolve_augment
-from runners.config import ConfigError, RunConfig
-from runners.data import TensorLoader
+from runners.config import ConfigError
 from runners.report import build_report
-from runners.schedules import build_schedule
-from thermolion import OPTIMIZERS, param_groups
+from runners.sweep import job as T
+from runners.sweep.compose import compose_run, override
+from runners.train import build as B
+from runners.train.augment import PAD, EpochAugmenter, resolve_augment
+from runners.train.data import TensorLoader
+from runners.train.schedules import build_schedule
+from thermolion import param_groups
 
-from .test_harness import ROOT, read_metrics, run_py
+from .test_harness import read_metrics, run_py
 
 
-def make(tmp_path, optimizer="adamw", model=None, data=None, opt=None, **trainer):
-    if isinstance(optimizer, dict):
-        opt_cfg = dict(optimizer)
-    else:
-        opt_cfg = {"name": optimizer, **{k: list(v) if isinstance(v, tuple) else v
-                                         for k, v in OPTIMIZERS[optimizer].defaults.items()}}
-    return RunConfig.from_dict({
-        "optimizer": {**opt_cfg, **(opt or {})}, "dataset": {"name": "digits"}, "protocol": "rigorous", "seed": 0,
-        "results_dir": str(tmp_path / "results"), "model": model or {"name": "convnet"},
-        "data": {"image_size": 16, "train_subset": None, "eval_split": "test", "cache_dir": str(tmp_path / "cache"),
-                 **(data or {})},
-        "trainer": {"epochs": 2, "batch_size": 128, "progress": "off", **trainer},
-    })
+def make(tmp_path, optimizer="adamw", model=None, data=None, opt=None, protocol="rigorous", **trainer):
+    """A small run composed from conf/ as run.py does; a dict ``optimizer`` is a plug-in's settings."""
+    plugin = isinstance(optimizer, dict)
+    settings = {**(optimizer if plugin else {}), **(opt or {})}
+    model = dict(model or {"name": "convnet"})
+    return compose_run(
+        f"optimizer={'custom' if plugin else optimizer}",
+        "dataset=digits",
+        f"protocol={protocol}",
+        f"results_dir={tmp_path / 'results'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.progress=off",
+        _model_group(model.pop("name")),
+        *(override(f"++optimizer.{k}", v) for k, v in settings.items()),
+        *(override(f"++model.{k}", v) for k, v in model.items()),
+        *(override(f"data.{k}", v) for k, v in (data or {}).items()),
+        *(override(f"trainer.{k}", v) for k, v in trainer.items()),
+    )
+
+
+def _model_group(name: str) -> str:
+    return f"model={name}" if name in MODELS else f"model.name={name}"  # an unknown name reaches RunConfig
 
 
 SGD = {"_target_": "torch.optim.SGD", "name": "sgd_momentum", "lr": 0.05, "momentum": 0.9}
@@ -39,39 +50,65 @@ SGD = {"_target_": "torch.optim.SGD", "name": "sgd_momentum", "lr": 0.05, "momen
 
 # ------------------------------------------------------------------ plug-in optimizers
 def test_plugin_sgd_runs_end_to_end_and_appears_under_its_name_in_the_report(tmp_path):
-    proc = run_py("optimizer=custom", "optimizer._target_=torch.optim.SGD", "optimizer.lr=0.05",
-                  "++optimizer.momentum=0.9", "optimizer.name=sgd_momentum", "dataset=digits",
-                  "data.image_size=16", "trainer.epochs=2", "trainer.progress=off",
-                  f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path)
+    proc = run_py(
+        "optimizer=custom",
+        "optimizer._target_=torch.optim.SGD",
+        "optimizer.lr=0.05",
+        "++optimizer.momentum=0.9",
+        "optimizer.name=sgd_momentum",
+        "dataset=digits",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.progress=off",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     run_dir = tmp_path / "rigorous" / "digits" / "sgd_momentum+epochs=2,image_size=16" / "seed0"
     assert "done" in proc.stdout and (run_dir / "DONE").exists()
     assert float(read_metrics(run_dir)[-1]["eval_acc"]) > 25  # chance is 10%
-    run_py("optimizer=adamw", "data.image_size=16", "trainer.epochs=2", "trainer.progress=off",
-           f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path)
+    run_py(
+        "optimizer=adamw",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.progress=off",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     build_report(tmp_path, tmp_path / "report")
     table = (tmp_path / "report" / "rigorous+epochs=2,image_size=16" / "table_final.md").read_text()
     assert "| dataset | adamw | sgd_momentum |" in table
 
 
 def test_plugin_name_defaults_to_the_lowercased_class_name_and_kwargs_reach_the_constructor(tmp_path):
-    cfg = make(tmp_path, {"_target_": "torch.optim.Adagrad", "name": None, "lr": 0.1, "lr_decay": 0.01,
-                          "initial_accumulator_value": 0.5})
+    cfg = make(
+        tmp_path,
+        {
+            "_target_": "torch.optim.Adagrad",
+            "name": None,
+            "lr": 0.1,
+            "lr_decay": 0.01,
+            "initial_accumulator_value": 0.5,
+        },
+    )
     assert cfg.optimizer.name == "adagrad" and cfg.run_dir().parts[-2] == "adagrad+epochs=2,image_size=16"
-    from runners.data import prepare
+    from runners.train.data import prepare
 
-    _, optimizer, _ = T.build_run(cfg, prepare(cfg.data), torch.device("cpu"))
+    _, optimizer, _ = B.build_run(cfg, prepare(cfg.data), torch.device("cpu"))
     assert type(optimizer) is torch.optim.Adagrad
     assert optimizer.param_groups[0]["lr_decay"] == 0.01
     assert optimizer.param_groups[0]["initial_accumulator_value"] == 0.5
 
 
-@pytest.mark.parametrize("target, extra, message", [
-    ("torch.optim.NoSuchOptimizer", {}, "module 'torch.optim' has no 'NoSuchOptimizer'"),
-    ("no_such_package.Opt", {}, "cannot import module 'no_such_package'"),
-    ("torch.nn.Linear", {}, "is not a torch.optim.Optimizer subclass"),
-    ("torch.optim.SGD", {"momentun": 0.9}, "rejects the arguments"),
-    ("torch.optim.SGD", {"momentum": -1.0}, "rejects the arguments"),
-])
+@pytest.mark.parametrize(
+    "target, extra, message",
+    [
+        ("torch.optim.NoSuchOptimizer", {}, "module 'torch.optim' has no 'NoSuchOptimizer'"),
+        ("no_such_package.Opt", {}, "cannot import module 'no_such_package'"),
+        ("torch.nn.Linear", {}, "is not a torch.optim.Optimizer subclass"),
+        ("torch.optim.SGD", {"momentun": 0.9}, "rejects the arguments"),
+        ("torch.optim.SGD", {"momentum": -1.0}, "rejects the arguments"),
+    ],
+)
 def test_bad_plugin_targets_are_one_clear_line_naming_the_target(tmp_path, target, extra, message):
     with pytest.raises(ConfigError) as err:
         make(tmp_path, {"_target_": target, "name": "mine", "lr": 0.1, **extra})
@@ -82,8 +119,10 @@ def test_bad_plugin_targets_are_one_clear_line_naming_the_target(tmp_path, targe
 def test_bad_plugin_target_through_run_py_is_one_line_without_traceback(tmp_path):
     proc = run_py("optimizer=custom", "optimizer._target_=torch.nn.Linear", results=tmp_path, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == ("error: invalid config: optimizer._target_=torch.nn.Linear is not a "
-                                   "torch.optim.Optimizer subclass (it is <class 'torch.nn.modules.linear.Linear'>)")
+    assert proc.stderr.strip() == (
+        "error: invalid config: optimizer._target_=torch.nn.Linear is not a "
+        "torch.optim.Optimizer subclass (it is <class 'torch.nn.modules.linear.Linear'>)"
+    )
 
 
 def test_a_plugin_may_not_take_a_registered_name(tmp_path):
@@ -92,9 +131,17 @@ def test_a_plugin_may_not_take_a_registered_name(tmp_path):
 
 
 def test_the_examples_plugin_runs_beside_registered_optimizers_through_hydra_searchpath(tmp_path):
-    proc = run_py("-m", "optimizer=lion,signum", "hydra.searchpath=[file://examples/conf]", "data.image_size=16",
-                  "trainer.epochs=2", "trainer.progress=off", "hydra.callbacks.sweep_summary.report=false",
-                  f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path)
+    proc = run_py(
+        "-m",
+        "optimizer=lion,signum",
+        "hydra.searchpath=[file://examples/conf]",
+        "data.image_size=16",
+        "trainer.epochs=2",
+        "trainer.progress=off",
+        "hydra.callbacks.sweep_summary.report=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     assert "2 done" in proc.stdout
     signum = tmp_path / "rigorous" / "digits" / "signum+epochs=2,image_size=16" / "seed0"
     assert float(read_metrics(signum)[-1]["eval_acc"]) > 50
@@ -122,8 +169,12 @@ def test_cosine_and_warmup_cosine_match_their_closed_forms():
     total, warmup, base = 20, 5, 0.1
     cosine = [base * (1 + math.cos(math.pi * s / total)) / 2 for s in range(total)]
     assert _lrs("cosine", total) == pytest.approx(cosine, abs=1e-12)
-    expected = [base * (1 / warmup + (1 - 1 / warmup) * s / warmup) if s < warmup
-                else base * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))) / 2 for s in range(total)]
+    expected = [
+        base * (1 / warmup + (1 - 1 / warmup) * s / warmup)
+        if s < warmup
+        else base * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))) / 2
+        for s in range(total)
+    ]
     assert _lrs("warmup_cosine", total, warmup) == pytest.approx(expected, abs=1e-12)
     assert build_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), "constant", 10) is None
 
@@ -178,7 +229,7 @@ def test_models_at_width_12_give_one_logit_per_class(name, kw, channels, classes
 
 def test_full_size_models_have_the_standard_parameter_counts():
     counts = {n: sum(p.numel() for p in build_model(ModelConfig(n), 3, 10, 32).parameters()) for n in MODELS}
-    convnet = (3 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (4096 * 256 + 256) + (256 * 10 + 10)  # SPEC section 4
+    convnet = (3 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (4096 * 256 + 256) + (256 * 10 + 10)  # the paper's ConvNet
     # CIFAR ResNet-18 and ViT-Tiny (patch 4, 65 tokens) as commonly reported for 10 classes.
     assert counts == {"convnet": convnet, "resnet18": 11_173_962, "vit_tiny": 5_362_762}
 
@@ -190,7 +241,8 @@ def test_one_dimensional_parameters_and_vit_embeddings_get_no_weight_decay(name)
     assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in no_decay["params"]} == {
-        n for n, p in model.named_parameters() if p.ndim == 1 or n in ("class_token", "encoder.pos_embedding")}
+        n for n, p in model.named_parameters() if p.ndim == 1 or n in ("class_token", "encoder.pos_embedding")
+    }
     assert all(p.ndim > 1 for p in decay["params"])
     convnet = build_model(ModelConfig("convnet"), 1, 10, 32)
     assert len(param_groups(convnet, MODELS["convnet"]["decay_norm_and_bias"])) == 1  # the paper decays all
@@ -203,12 +255,6 @@ def test_two_epoch_digits_run_of_each_model_learns_above_chance(tmp_path, model)
     assert result.status == "done" and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert float(rows[-1]["eval_acc"]) > 20  # chance is 10%
     assert f"model={model['name']}" in str(result.run_dir) and "width=12" in str(result.run_dir)
-
-
-def test_model_yaml_files_match_the_code_defaults():
-    for name, defaults in MODELS.items():
-        cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
-        assert cfg.pop("name") == name and cfg == defaults
 
 
 def test_unknown_model_settings_are_clear_errors(tmp_path):
@@ -227,8 +273,8 @@ def test_crop_offsets_shift_the_image_and_pad_with_black_and_flips_mirror():
     assert torch.equal(EpochAugmenter.apply(x, centre, None), x)  # offset PAD = no shift
     corner = torch.tensor([[0, 0], [2 * PAD, 2 * PAD]])
     out = EpochAugmenter.apply(x, corner, None)
-    assert torch.equal(out[0, 0, PAD:, PAD:], x[0, 0, :6 - PAD, :6 - PAD]) and (out[0, 0, :PAD] == -1).all()
-    assert torch.equal(out[1, 0, :6 - PAD, :6 - PAD], x[1, 0, PAD:, PAD:]) and (out[1, 0, :, 6 - PAD:] == -1).all()
+    assert torch.equal(out[0, 0, PAD:, PAD:], x[0, 0, : 6 - PAD, : 6 - PAD]) and (out[0, 0, :PAD] == -1).all()
+    assert torch.equal(out[1, 0, : 6 - PAD, : 6 - PAD], x[1, 0, PAD:, PAD:]) and (out[1, 0, :, 6 - PAD :] == -1).all()
     flipped = EpochAugmenter.apply(x, centre, torch.tensor([True, False]))
     assert torch.equal(flipped[0], x[0].flip(-1)) and torch.equal(flipped[1], x[1])
 
@@ -255,7 +301,8 @@ def test_augmented_batches_are_identical_for_one_seed_differ_between_epochs_and_
 
 
 def test_training_with_augmentation_leaves_the_evaluation_tensor_alone(tmp_path, monkeypatch):
-    from runners import data as D
+    from runners.train import data as D
+    from runners.train import loop as L
 
     seen = {}
     real_prepare = D.prepare
@@ -263,11 +310,16 @@ def test_training_with_augmentation_leaves_the_evaluation_tensor_alone(tmp_path,
     def keep(*args, **kwargs):
         prepared = real_prepare(*args, **kwargs)
         seen["eval"], seen["copy"] = prepared.eval_x, prepared.eval_x.clone()
+        seen["aliased"] = prepared.eval_x is prepared.train_x
         return prepared
 
-    monkeypatch.setattr(T, "prepare", keep)
-    result = T.train(make(tmp_path, "adamw", data={"augment": "crop_flip"}, epochs=1))
-    assert result.status == "done" and torch.equal(seen["eval"], seen["copy"])
+    monkeypatch.setattr(L, "prepare", keep)
+    # The paper protocol evaluates on the very training tensor: the one case where augmenting in place
+    # would change what is evaluated.
+    cfg = make(tmp_path, "adamw", data={"augment": "crop_flip"}, protocol="paper", epochs=1)
+    result = T.train(cfg)
+    assert result.status == "done" and seen["aliased"]  # evaluation tensor is the training tensor here
+    assert torch.equal(seen["eval"], seen["copy"])
 
 
 def test_flips_on_digit_sets_warn_and_auto_avoids_them():

@@ -1,8 +1,9 @@
-"""Run locks, stale results, progress, bad inputs and packaging (issue 15)."""
+"""Run locks, stale results, progress, bad inputs and packaging."""
 
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from runners import provenance
-from runners import trainer as T
 from runners.config import ConfigError, RunConfig
-from runners.lock import RunLock
-from runners.progress import SweepProgress
 from runners.report import build_report
+from runners.sweep import job as T
+from runners.sweep import provenance
+from runners.sweep.lock import RunLock
+from runners.sweep.progress import SweepProgress
 
 from .test_harness import ROOT, TINY, config, run_py
 
@@ -64,17 +65,34 @@ def test_a_lock_is_stale_when_its_pid_is_gone_or_its_heartbeat_is_old(tmp_path):
 def test_second_launch_of_a_running_run_reports_running_elsewhere_and_exits_0(tmp_path):
     cfg = config(tmp_path, "adamw")
     cfg.run_dir().mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.'); from runners.lock import RunLock; "
-        f"RunLock({str(cfg.run_dir())!r}).acquire(); print('locked', flush=True); time.sleep(60)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; sys.path.insert(0, '.'); from runners.sweep.lock import RunLock; "
+                f"RunLock({str(cfg.run_dir())!r}).acquire(); print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = T.train(cfg)
         assert result.status == "running elsewhere" and f"pid {holder.pid}" in result.error
-        proc = run_py("-m", "optimizer=adamw", "seed=0", "data.image_size=16", "trainer.epochs=2",
-                      "trainer.progress=off", "hydra.callbacks.sweep_summary.report=false",
-                      f"data.cache_dir={tmp_path / 'cache'}", results=tmp_path / "results")
+        proc = run_py(
+            "-m",
+            "optimizer=adamw",
+            "seed=0",
+            "data.image_size=16",
+            "trainer.epochs=2",
+            "trainer.progress=off",
+            "hydra.callbacks.sweep_summary.report=false",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            results=tmp_path / "results",
+        )
         assert "1 running elsewhere" in proc.stdout and "running elsewhere" in proc.stderr
         assert not (cfg.run_dir() / "DONE").exists()
     finally:
@@ -84,8 +102,14 @@ def test_second_launch_of_a_running_run_reports_running_elsewhere_and_exits_0(tm
 
 
 def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
-    args = [sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path}", *RUN, "trainer.epochs=12",
-            f"data.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        f"results_dir={tmp_path}",
+        *RUN,
+        "trainer.epochs=12",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     run_dir = tmp_path / "rigorous" / "digits" / "adamw+image_size=16" / "seed0"
     owner = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -105,9 +129,17 @@ def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
 # ------------------------------------------------------------------ code versions
 def test_code_version_covers_the_numeric_sources_only_and_follows_content(tmp_path):
     names = {str(p.relative_to(ROOT)) for p in provenance.code_files()}
-    assert {"thermolion/functional.py", "thermolion/optimizer.py", "models/convnet.py", "models/resnet.py",
-            "runners/trainer.py", "runners/data.py", "runners/augment.py", "runners/schedules.py"} <= names
-    assert not {n for n in names if n.startswith(("runners/report", "runners/tune", "runners/lock", "runners/config"))}
+    assert {
+        "thermolion/functional.py",
+        "thermolion/optimizer.py",
+        "models/convnet.py",
+        "models/resnet.py",
+        "runners/train/loop.py",
+        "runners/train/data.py",
+        "runners/train/augment.py",
+        "runners/train/schedules.py",
+    } <= names
+    assert not {n for n in names if not n.startswith(provenance.NUMERIC_DIRS)}
     plugin = tmp_path / "my_opt.py"
     plugin.write_text("A = 1\n")
     first = provenance.code_version([plugin])
@@ -116,9 +148,35 @@ def test_code_version_covers_the_numeric_sources_only_and_follows_content(tmp_pa
     assert provenance.code_version([plugin]) != first != provenance.code_version()
 
 
+def test_a_comment_in_any_numeric_file_changes_the_version_and_one_in_the_report_does_not(tmp_path):
+    copy = tmp_path / "checkout"
+    for folder in ("thermolion", "models", "runners"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    provenance._hash.cache_clear()
+    base = provenance.code_version(root=copy)
+    assert base == provenance.code_version()  # the copy hashes as the checkout does
+    numeric = provenance.code_files(copy)
+    assert len(numeric) >= 15
+    others = sorted((copy / "runners").rglob("*.py"))
+    others = [p for p in others if p not in numeric]
+    assert any("report" in p.parts for p in others) and any("sweep" in p.parts for p in others)
+    for path, changes in [*((p, True) for p in numeric), *((p, False) for p in others)]:
+        original = path.read_text()
+        path.write_text(original + "# a comment\n")
+        provenance._hash.cache_clear()
+        assert (provenance.code_version(root=copy) != base) is changes, path.relative_to(copy)
+        path.write_text(original)
+    provenance._hash.cache_clear()
+
+
 def test_finished_runs_from_other_code_are_named_stale_and_rerun_on_request(tmp_path):
-    args = ["-m", *RUN, "trainer.epochs=1", "hydra.callbacks.sweep_summary.report=false",
-            f"data.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "-m",
+        *RUN,
+        "trainer.epochs=1",
+        "hydra.callbacks.sweep_summary.report=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     run_py(*args, results=tmp_path)
     run_dir = next(tmp_path.glob("rigorous/digits/adamw*/seed0"))
     info = json.loads((run_dir / "run.json").read_text())
@@ -156,16 +214,33 @@ def _base(tmp_path) -> dict:
     return base
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(seed="abc"), "seed must be an integer >= 0, got 'abc'"),
-    (dict(trainer=dict(epochs=0)), "trainer.epochs must be >= 1, got 0"),
-    (dict(trainer=dict(epochs="abc")), "trainer.epochs must be int, got 'abc'"),
-    (dict(optimizer=dict(lr=[1])), "optimizer.lr must be a number, got [1]"),
-    (dict(data=dict(image_size=30)), "data.image_size must be a multiple of 4"),
-    (dict(trainer=dict(batch_size=-1)), "trainer.batch_size must be >= 1, got -1"),
-    (dict(tuned_lrs="/nonexistent/chosen_lrs.json"), "tuned_lrs=/nonexistent/chosen_lrs.json: not a chosen-configuration file"),
-    (dict(rerun="sometimes"), "rerun must be stale or all"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(seed="abc"), "seed must be an integer >= 0, got 'abc'"),
+        (dict(trainer=dict(epochs=0)), "trainer.epochs must be >= 1, got 0"),
+        (dict(trainer=dict(epochs="abc")), "trainer.epochs must be int, got 'abc'"),
+        (dict(optimizer=dict(lr=[1])), "optimizer.lr must be a number, got [1]"),
+        (dict(data=dict(image_size=30)), "data.image_size must be a multiple of 4"),
+        (dict(trainer=dict(batch_size=-1)), "trainer.batch_size must be >= 1, got -1"),
+        (
+            dict(tuned_lrs="/nonexistent/chosen_lrs.json"),
+            "tuned_lrs=/nonexistent/chosen_lrs.json: not a chosen-configuration file",
+        ),
+        (dict(rerun="sometimes"), "rerun must be stale, all or failed"),
+        (dict(data=dict(label_noise=2)), "data.label_noise must be a share in [0, 1]"),
+        (dict(data=dict(val_fraction=1.5)), "data.val_fraction must be a share in (0, 1)"),
+        (dict(model=dict(width=0)), "model.width must be an integer >= 1, got 0"),
+        (dict(optimizer=dict(betas=0.9)), "optimizer.betas must be a pair [beta1, beta2]"),
+        (dict(trainer=dict(device="tpu")), "trainer.device must be auto, cpu or cuda[:N]"),
+        # digits: 1438 training images at batch 128 -> 12 steps per epoch, 24 in 2 epochs
+        (
+            dict(trainer=dict(schedule="warmup_cosine", warmup_steps=24)),
+            "trainer.warmup_steps=24 is not shorter than the run: digits under protocol=rigorous takes about 24",
+        ),
+        (dict(trial=1), "trial=1 under protocol=rigorous would choose hyperparameters on the test split"),
+    ],
+)
 def test_bad_config_values_are_one_clear_config_error(tmp_path, change, message):
     cfg = _base(tmp_path)
     for key, value in change.items():
@@ -175,18 +250,38 @@ def test_bad_config_values_are_one_clear_config_error(tmp_path, change, message)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("args, culprit", [
-    (["seed=abc"], "seed must be an integer"),
-    (["results_dir=/sys/thermolion-results"], "results_dir=/sys/thermolion-results cannot be written"),
-    (["dataset=cifar10", "data.download=false", "data.root={tmp}/empty"], "dataset 'cifar10' (train split) is not in"),
-])
+@pytest.mark.parametrize(
+    "args, culprit",
+    [
+        (["seed=abc"], "seed must be an integer"),
+        (["data.label_noise=2"], "data.label_noise must be a share in [0, 1]"),
+        (["optimizer.betas=0.9"], "optimizer.betas must be a pair"),
+        (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA device"),
+        (["results_dir=/sys/thermolion-results"], "results_dir=/sys/thermolion-results cannot be written"),
+        (
+            ["dataset=cifar10", "data.download=false", "data.root={tmp}/empty"],
+            "dataset 'cifar10' (train split) is not in",
+        ),
+    ],
+)
 def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(tmp_path, args, culprit):
     if culprit.startswith("results_dir") and os.access("/sys", os.W_OK) and not Path("/sys").is_mount():
         pytest.skip("/sys is writable here: no read-only path to test with")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path / 'r'}", *args,
-                           "trainer.progress=off", f"data.cache_dir={tmp_path / 'cache'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            f"results_dir={tmp_path / 'r'}",
+            *args,
+            "trainer.progress=off",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and culprit in lines[0] and "Traceback" not in proc.stderr
@@ -217,17 +312,28 @@ def test_sweep_progress_counts_statuses_and_estimates_from_trained_runs_only():
 
 
 def test_multirun_draws_a_sweep_bar_on_request(tmp_path):
-    proc = run_py("-m", "optimizer=adamw,lion", "seed=0", *TINY[:2], "trainer.progress=on",
-                  "hydra.callbacks.sweep_summary.report=false", f"data.cache_dir={tmp_path / 'cache'}",
-                  results=tmp_path)
+    proc = run_py(
+        "-m",
+        "optimizer=adamw,lion",
+        "seed=0",
+        *TINY[:2],
+        "trainer.progress=on",
+        "hydra.callbacks.sweep_summary.report=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        results=tmp_path,
+    )
     assert "sweep 2/2 runs" in proc.stderr and "2 done, 0 failed" in proc.stderr
     assert "step/s" in proc.stderr or "steps/s" in proc.stderr or "s/step" in proc.stderr  # the per-run bar
 
 
 # ------------------------------------------------------------------ packaging
 def test_the_wheel_holds_only_thermolion_and_builds_without_deprecation_warnings(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0 and "No matching distribution" in proc.stderr + proc.stdout:
         pytest.skip("no package index reachable to build the wheel with")
     assert proc.returncode == 0, proc.stderr
@@ -240,10 +346,57 @@ def test_the_wheel_holds_only_thermolion_and_builds_without_deprecation_warnings
 def test_job_status_never_re_raises_a_failed_jobs_exception():
     from hydra.core.utils import JobReturn, JobStatus
 
-    from runners.hydra_glue import job_status
+    from runners.sweep.hydra_glue import job_status
 
     ok = JobReturn(status=JobStatus.COMPLETED)
     ok.return_value = "running elsewhere"
     failed = JobReturn(status=JobStatus.FAILED)
     failed._return_value = RuntimeError("boom")  # reading return_value would raise it
     assert job_status(ok) == "running elsewhere" and job_status(failed) == "failed"
+
+
+def test_a_done_run_with_a_truncated_metrics_csv_is_run_again_not_skipped(tmp_path):
+    cfg = config(tmp_path, "adamw")
+    first = T.train(cfg)
+    metrics = first.run_dir / "metrics.csv"
+    whole = metrics.read_text()
+    metrics.write_text(whole[: len(whole) - 40])
+    again = T.train(cfg)
+    assert again.status == "done" and len(metrics.read_text().splitlines()) == 3  # header + 2 whole epochs
+    assert T.train(cfg).status == "skipped"  # whole again: now it is complete
+
+
+def test_rerun_failed_retries_failed_runs_only_and_clean_removes_failed_folders(tmp_path, monkeypatch):
+    ok, bad = config(tmp_path, "adamw"), config(tmp_path, "lion")
+    assert T.train(ok).status == "done"
+    from runners.train import loop as L
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(L, "prepare", broken)
+    assert T.train(bad).status == "failed"
+    never = config(tmp_path, "rmsprop")
+    rerun = [RunConfig(**{**c.__dict__, "rerun": "failed"}) for c in (ok, bad, never)]
+    results = [T.train(c) for c in rerun]
+    assert [r.status for r in results] == ["skipped", "failed", "skipped"]  # only the failed one ran again
+    assert "retries failed runs only" in results[2].error and not never.run_dir().exists()
+    monkeypatch.undo()
+
+    dry = subprocess.run(
+        [sys.executable, "-m", "runners.sweep.clean", str(tmp_path / "results"), "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dry.returncode == 0 and "would remove" in dry.stdout and bad.run_dir().exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.sweep.clean", str(tmp_path / "results")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "1 failed run folder(s) removed" in proc.stdout and "disk on fire" in proc.stdout
+    assert not bad.run_dir().exists() and (ok.run_dir() / "DONE").exists()

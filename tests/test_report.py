@@ -11,30 +11,57 @@ import pytest
 from PIL import Image
 
 from runners import report as R
-from runners.io import write_csv, write_json, write_text
+from runners.atomic import write_csv, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # final eval accuracy per (dataset, optimizer) for seeds 0, 1, 2
 FINAL = {
-    ("mnist", "thermolion"): [99.0, 98.0, 97.5], ("mnist", "adam"): [96.0, 95.5, 94.0],      # diffs 3, 2.5, 3.5
-    ("fashionmnist", "thermolion"): [86.0, 87.0, 85.5], ("fashionmnist", "adam"): [89.0, 89.5, 89.0],  # -3, -2.5, -3.5
-    ("cifar10", "thermolion"): [60.0, 58.0, 59.5], ("cifar10", "adam"): [59.0, 59.0, 59.0],  # 1, -1, 0.5
+    ("mnist", "thermolion"): [99.0, 98.0, 97.5],
+    ("mnist", "adam"): [96.0, 95.5, 94.0],  # diffs 3, 2.5, 3.5
+    ("fashionmnist", "thermolion"): [86.0, 87.0, 85.5],
+    ("fashionmnist", "adam"): [89.0, 89.5, 89.0],  # -3, -2.5, -3.5
+    ("cifar10", "thermolion"): [60.0, 58.0, 59.5],
+    ("cifar10", "adam"): [59.0, 59.0, 59.0],  # 1, -1, 0.5
 }
 
 
 def fake_run(root: Path, dataset, optimizer, seed, final_acc, status="done", done=True, epochs=3):
     run_dir = root / "paper" / dataset / optimizer / f"seed{seed}"
-    rows = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": final_acc - (epochs - e), "lr": 1e-3,
-             "eval_loss": 1.5 / e, "eval_acc": final_acc - 2 * (epochs - e), "epoch_time_s": 1.0,
-             "step_time_ms": 10.0 if optimizer == "adam" else 13.0,
-             **({"gate_mean": 0.3 + 0.1 * e, "gas_fraction": 0.8 - 0.1 * e, "alignment_rate": 0.5,
-                 "update_over_lr": 1.2, "temperature": 0.99 ** (5 * e)} if optimizer == "thermolion" else {})}
-            for e in range(1, epochs + 1)]
+    rows = [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_acc": final_acc - (epochs - e),
+            "lr": 1e-3,
+            "eval_loss": 1.5 / e,
+            "eval_acc": final_acc - 2 * (epochs - e),
+            "epoch_time_s": 1.0,
+            "step_time_ms": 10.0 if optimizer == "adam" else 13.0,
+            **(
+                {
+                    "gate_mean": 0.3 + 0.1 * e,
+                    "gas_fraction": 0.8 - 0.1 * e,
+                    "alignment_rate": 0.5,
+                    "update_over_lr": 1.2,
+                    "temperature": 0.99 ** (5 * e),
+                }
+                if optimizer == "thermolion"
+                else {}
+            ),
+        }
+        for e in range(1, epochs + 1)
+    ]
     write_csv(run_dir / "metrics.csv", rows)
-    write_json(run_dir / "run.json", {"status": status, "config": {
-        "protocol": "paper", "seed": seed, "optimizer": {"name": optimizer}, "data": {"name": dataset}},
-        "sizes": {"eval_split": "train"}, "data_notes": []})
+    write_json(
+        run_dir / "run.json",
+        {
+            "status": status,
+            "config": {"protocol": "paper", "seed": seed, "optimizer": {"name": optimizer}, "data": {"name": dataset}},
+            "sizes": {"eval_split": "train"},
+            "data_notes": [],
+        },
+    )
     if done:
         write_text(run_dir / "DONE", status)
     return run_dir
@@ -46,8 +73,8 @@ def results(tmp_path):
     for (dataset, optimizer), accs in FINAL.items():
         for seed, acc in enumerate(accs):
             fake_run(root, dataset, optimizer, seed, acc)
-    fake_run(root, "mnist", "thermolion", 3, 10.0, status="diverged")          # must not count
-    fake_run(root, "mnist", "adam", 3, 11.0, status="running", done=False)     # killed mid-run
+    fake_run(root, "mnist", "thermolion", 3, 10.0, status="diverged")  # must not count
+    fake_run(root, "mnist", "adam", 3, 11.0, status="running", done=False)  # killed mid-run
     fake_run(root, "cifar10", "adam", 4, 12.0, status="failed", done=False)
     return root
 
@@ -108,26 +135,55 @@ def test_paper_comparison_states_whether_claims_reproduced(tmp_path):
 def test_no_complete_runs_is_a_clear_error_and_exit_code(tmp_path):
     root = tmp_path / "results"
     fake_run(root, "mnist", "adam", 0, 50.0, status="failed", done=False)
-    proc = subprocess.run([sys.executable, "-m", "runners.report", str(root)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.report", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "no complete runs under" in proc.stderr and "1 incomplete, failed or diverged" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_end_to_end_sweep_then_report(tmp_path):
-    proc = subprocess.run([sys.executable, "run.py", "-m", f"results_dir={tmp_path}", "optimizer=thermolion,adamw",
-                           "seed=0,1", "data.image_size=16", "trainer.epochs=2", "trainer.progress=off"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            f"results_dir={tmp_path}",
+            "optimizer=thermolion,adamw",
+            "seed=0,1",
+            "data.image_size=16",
+            "trainer.epochs=2",
+            "trainer.progress=off",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"  # written by the end-of-sweep callback
     assert f"report written to {out}" in proc.stdout
     proto = out / "rigorous+epochs=2,image_size=16"  # non-default settings: a section of their own
-    for name in ("table_final.csv", "table_final.md", "table_final.tex", "stats.csv", "stats.md",
-                 "convergence.png", "convergence.pdf", "thermolion_phase.png", "overhead.md"):
+    for name in (
+        "table_final.csv",
+        "table_final.md",
+        "table_final.tex",
+        "stats.csv",
+        "stats.md",
+        "convergence.png",
+        "convergence.pdf",
+        "thermolion_phase.png",
+        "overhead.md",
+    ):
         assert (proto / name).stat().st_size > 0, name
-    for name in ("paper_comparison.md", "summary.json", "README.md"):
+    for name in ("summary.json", "README.md"):
         assert (out / name).exists()
+    assert not (out / "paper_comparison.md").exists()  # no paper-protocol runs of the paper's datasets here
+    readme = (out / "README.md").read_text()
+    assert "Command: `python run.py -m results_dir=" in readme and "optimizer=thermolion,adamw" in readme
+    overhead = (proto / "overhead.md").read_text()  # the one default reference, present in this sweep
+    assert "relative to adamw" in overhead and "| thermolion |" in overhead and "–" not in overhead.split("---")[-1]
     for png in ("convergence.png", "thermolion_phase.png"):
         with Image.open(proto / png) as img:
             img.verify()
@@ -139,3 +195,23 @@ def test_end_to_end_sweep_then_report(tmp_path):
     assert sum(line.startswith("| digits") for line in lines) == 1
     stats = pd.read_csv(proto / "stats.csv")
     assert stats["n"].tolist() == [2] and stats["baseline"].tolist() == ["adamw"]
+
+
+def test_unknown_reference_names_are_rejected_with_the_names_present(tmp_path):
+    root = tmp_path / "results"
+    for seed in range(2):
+        fake_run(root, "mnist", "thermolion", seed, 90.0 + seed)
+        fake_run(root, "mnist", "lion", seed, 85.0 + seed)
+    for flag in ("--baseline", "--target-reference", "--candidate"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "runners.report", str(root), flag, "adamw_typo"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and f"{flag} 'adamw_typo' has no complete runs here" in proc.stderr
+        assert "['lion', 'thermolion']" in proc.stderr and "Traceback" not in proc.stderr
+    summary = R.build_report(root, tmp_path / "out")  # no adamw or adam: the reference falls back to lion
+    assert summary["protocols"]["paper"]["overhead"]["thermolion"]["ratio_to_lion"] > 0
+    assert "relative to lion" in (tmp_path / "out" / "paper" / "overhead.md").read_text()

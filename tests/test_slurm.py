@@ -34,8 +34,9 @@ def slurm_cluster():
     """The local single-node Slurm of scripts/slurm_local.sh (started here if it is not running)."""
     if shutil.which("sbatch") is None and os.geteuid() != 0:
         pytest.skip("Slurm is not installed and we cannot install it (not root)")
-    out = subprocess.run(["bash", "scripts/slurm_local.sh", "start"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        ["bash", "scripts/slurm_local.sh", "start"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     if out.returncode != 0:
         pytest.fail(f"could not start the local Slurm:\n{out.stderr}")
     exports = dict(kv.split("=", 1) for kv in out.stdout.strip().removeprefix("export ").split())
@@ -96,8 +97,9 @@ def test_cancelled_task_resumes_from_its_checkpoint_and_matches_an_uninterrupted
 
 
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
-    proc = sweep("hydra/launcher=local", "optimizer=adamw,lion", "seed=0,1", "trainer.epochs=2", *TINY,
-                 results=tmp_path)
+    proc = sweep(
+        "hydra/launcher=local", "optimizer=adamw,lion", "seed=0,1", "trainer.epochs=2", *TINY, results=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submitted 4 job(s) to local" in proc.stdout
     assert len(list(tmp_path.glob("rigorous/digits/*/seed*/DONE"))) == 4

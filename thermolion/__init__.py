@@ -1,11 +1,23 @@
 """ThermoLion optimizer and the paper's baselines, with a registry to build them by name."""
 
 from .baselines import SWATS, Lion, Lookahead, MuAdam
+from .optimizer import FUSED_MIN_ELEMENTS, STAT_NAMES, ThermoLion, thermolion
 from .registry import OPTIMIZERS, PAPER_OPTIMIZERS, OptimizerSpec, build_optimizer, get_spec, param_groups
-from .optimizer import STAT_NAMES, ThermoLion, thermolion
 
 __version__ = "0.1.0"
 __all__ = [
-    "ThermoLion", "thermolion", "STAT_NAMES", "Lion", "MuAdam", "SWATS", "Lookahead",
-    "OPTIMIZERS", "PAPER_OPTIMIZERS", "OptimizerSpec", "build_optimizer", "get_spec", "param_groups",
+    "ThermoLion",
+    "thermolion",
+    "STAT_NAMES",
+    "FUSED_MIN_ELEMENTS",
+    "Lion",
+    "MuAdam",
+    "SWATS",
+    "Lookahead",
+    "OPTIMIZERS",
+    "PAPER_OPTIMIZERS",
+    "OptimizerSpec",
+    "build_optimizer",
+    "get_spec",
+    "param_groups",
 ]

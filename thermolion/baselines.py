@@ -1,4 +1,5 @@
-"""The paper's baselines that torch.optim does not provide, with the benchmark notebook's semantics.
+"""The paper's baselines that torch.optim does not provide, with the semantics of the benchmark
+notebook the paper's author published with the optimizer ("the notebook" below).
 
 Adam, AdamW, RMSprop and SGD (+ ``torch.optim.swa_utils`` for SWA) come from torch.optim; what
 is here is what no maintained library matches exactly: Lion (written here so that it has a
@@ -9,7 +10,8 @@ and the Lookahead wrapper (with the notebook's snapshot quirk available as an op
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -30,6 +32,19 @@ def _check_common(lr: float, betas, eps: Optional[float], weight_decay: float) -
         raise ValueError(f"eps must be > 0, got {eps}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+
+
+def refuse_complex(optimizer: Optimizer) -> None:
+    """A one-line ValueError for complex parameters: sign(), the SNR and the noise are defined for real
+    numbers here, and a silent cast would drop the imaginary part."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.is_complex():
+                raise ValueError(
+                    f"{type(optimizer).__name__} does not support complex parameters (got {p.dtype}, shape "
+                    f"{tuple(p.shape)}); keep the parameter real (torch.view_as_real) and view it as complex "
+                    "in the forward pass"
+                )
 
 
 def evaluate_closure(closure: Optional[Callable]):
@@ -61,11 +76,10 @@ class Lion(Optimizer):
     differ by ``lr^2*wd``, and the paper runs Lion with wd = 0, where they coincide.
     """
 
-    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
-                 maximize: bool = False):
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0, maximize: bool = False):
         _check_common(lr, betas, None, weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
-                                      maximize=maximize))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize))
+        refuse_complex(self)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
@@ -103,8 +117,7 @@ class MuAdam(Optimizer):
         theta = theta - lr * (b1*m + (1-b1)*g) / (sqrt(v) + eps)
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         _check_common(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
@@ -138,13 +151,21 @@ class SWATS(Optimizer):
     With the paper's 60 steps the switch is never reached.)
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, switch_step: int = 300):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        switch_step: int = 300,
+    ):
         _check_common(lr, betas, eps, weight_decay)
         if not (isinstance(switch_step, int) and switch_step >= 0):
             raise ValueError(f"switch_step must be an int >= 0, got {switch_step!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      switch_step=switch_step))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, switch_step=switch_step)
+        )
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
@@ -186,8 +207,7 @@ class Lookahead(Optimizer):
     ``param_groups`` are the inner optimizer's, so lr schedulers act on it.
     """
 
-    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5,
-                 late_snapshot: bool = False):
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, late_snapshot: bool = False):
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if not (isinstance(k, int) and k >= 1):
@@ -233,8 +253,7 @@ class Lookahead(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
-        return {"inner": self.optimizer.state_dict(), "counter": self._counter,
-                "slow": [s.clone() for s in self._slow]}
+        return {"inner": self.optimizer.state_dict(), "counter": self._counter, "slow": [s.clone() for s in self._slow]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.optimizer.load_state_dict(state_dict["inner"])
@@ -242,8 +261,7 @@ class Lookahead(Optimizer):
         params = self._params()
         if state_dict["slow"] and len(state_dict["slow"]) != len(params):
             raise ValueError("Lookahead state has a different number of parameters than this model")
-        self._slow = [s.to(device=p.device, dtype=p.dtype).clone()
-                      for s, p in zip(state_dict["slow"], params)]
+        self._slow = [s.to(device=p.device, dtype=p.dtype).clone() for s, p in zip(state_dict["slow"], params)]
 
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}, late_snapshot={self.late_snapshot}, {self.optimizer!r})"

@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -39,8 +40,15 @@ _GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while 
 
 
 def thermolion(
-    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-    steps: list[int], *, foreach: Optional[bool] = None, fused: Optional[bool] = None, **hyper,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[int],
+    *,
+    foreach: Optional[bool] = None,
+    fused: Optional[bool] = None,
+    **hyper,
 ) -> None:
     """Functional ThermoLion step; ``steps`` are the per-tensor step counts *after* incrementing.
 
@@ -49,8 +57,9 @@ def thermolion(
     """
     if foreach is False:
         fn = _single_tensor_thermolion
-    elif fused or (fused is None and sum(p.numel() for p in params) >= FUSED_MIN_ELEMENTS
-                   and _fused_kernel() is not None):
+    elif fused or (
+        fused is None and sum(p.numel() for p in params) >= FUSED_MIN_ELEMENTS and _fused_kernel() is not None
+    ):
         fn = _fused_thermolion
     else:
         fn = _multi_tensor_thermolion
@@ -62,9 +71,29 @@ def _temperature(t0: float, temp_decay: float, step: int) -> float:
 
 
 def _single_tensor_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats, noise_scale="grad",
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    temp_decay,
+    boost,
+    scale,
+    t0,
+    t_min,
+    noise_floor,
+    bias_correction,
+    noise,
+    maximize,
+    generator,
+    stats,
+    noise_scale="grad",
 ) -> None:
     """The update rule written out term by term: the reference for every faster path."""
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
@@ -81,8 +110,11 @@ def _single_tensor_thermolion(
 
         temperature = _temperature(t0, temp_decay, t)
         if noise and temperature > t_min:
-            sigma = (math.sqrt(temperature + noise_floor) if noise_scale == "unit"
-                     else torch.sqrt(temperature * v_hat.mean() + noise_floor))
+            sigma = (
+                math.sqrt(temperature + noise_floor)
+                if noise_scale == "unit"
+                else torch.sqrt(temperature * v_hat.mean() + noise_floor)
+            )
             xi = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
             direction = direction + (1 - lam) * sigma * xi
 
@@ -97,9 +129,29 @@ def _single_tensor_thermolion(
 
 
 def _multi_tensor_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats, noise_scale="grad",
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    temp_decay,
+    boost,
+    scale,
+    t0,
+    t_min,
+    noise_floor,
+    bias_correction,
+    noise,
+    maximize,
+    generator,
+    stats,
+    noise_scale="grad",
 ) -> None:
     """The same update with ``torch._foreach_*`` kernels, one call per op per bucket."""
     if not params:
@@ -108,8 +160,7 @@ def _multi_tensor_thermolion(
     # Draw the noise in parameter order first, so that a seeded generator yields the same
     # numbers as the per-tensor path whatever the (device, dtype) bucketing below does.
     xis = [
-        torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        if noise and temp > t_min else None
+        torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype) if noise and temp > t_min else None
         for v, temp in zip(exp_avg_sqs, temperatures)
     ]
     buckets: dict[tuple, list[int]] = defaultdict(list)
@@ -193,19 +244,40 @@ def _accumulate_stats(stats: Tensor, lams, aligned, directions) -> None:
     """
     if lams is not None:
         for lam, a in zip(lams, aligned):
-            stats[:3] += torch.stack([lam.sum(dtype=torch.float64),
-                                      (lam < _GAS_THRESHOLD).sum().to(torch.float64),
-                                      a.sum(dtype=torch.float64)])
+            stats[:3] += torch.stack(
+                [
+                    lam.sum(dtype=torch.float64),
+                    (lam < _GAS_THRESHOLD).sum().to(torch.float64),
+                    a.sum(dtype=torch.float64),
+                ]
+            )
     if directions is not None:
         for u in directions:
             stats[3] += u.abs().sum(dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- fused path
-def _fused_update(p, g, m, v, xi: Optional[Tensor], lr: float, beta1: float, beta2: float,
-                  eps: float, weight_decay: float, boost: float, scale: float, bc1: float,
-                  bc2: float, temperature: float, noise_floor: float, maximize: bool,
-                  with_stats: bool, unit_noise: bool) -> Optional[Tensor]:
+def _fused_update(
+    p,
+    g,
+    m,
+    v,
+    xi: Optional[Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    boost: float,
+    scale: float,
+    bc1: float,
+    bc2: float,
+    temperature: float,
+    noise_floor: float,
+    maximize: bool,
+    with_stats: bool,
+    unit_noise: bool,
+) -> Optional[Tensor]:
     """One tensor's whole update; compiled, it is a single pass over p, g, m and v (flat views)."""
     g = (-g if maximize else g).to(m.dtype)
     m.lerp_(g, 1 - beta1)
@@ -223,8 +295,14 @@ def _fused_update(p, g, m, v, xi: Optional[Tensor], lr: float, beta1: float, bet
     p.copy_(p.to(m.dtype) * (1 - lr * weight_decay) - lr * direction)
     if not with_stats:
         return None
-    return torch.stack([lam.sum(dtype=torch.float64), (lam < _GAS_THRESHOLD).sum().to(torch.float64),
-                        aligned.sum(dtype=torch.float64), direction.abs().sum(dtype=torch.float64)])
+    return torch.stack(
+        [
+            lam.sum(dtype=torch.float64),
+            (lam < _GAS_THRESHOLD).sum().to(torch.float64),
+            aligned.sum(dtype=torch.float64),
+            direction.abs().sum(dtype=torch.float64),
+        ]
+    )
 
 
 _COMPILED: dict[str, Optional[Callable]] = {}
@@ -238,21 +316,56 @@ def _fused_kernel() -> Optional[Callable]:
             # dynamic=True: one graph serves every tensor size and every lr/temperature value.
             _COMPILED["kernel"] = torch.compile(_fused_update, dynamic=True)
         except Exception as err:  # noqa: BLE001 - any failure means "no fused path here"
-            warnings.warn(f"ThermoLion: torch.compile unavailable ({err}); using the foreach path")
+            warnings.warn(f"ThermoLion: torch.compile unavailable ({err}); using the foreach path", stacklevel=3)
             _COMPILED["kernel"] = None
     return _COMPILED["kernel"]
 
 
 def _fused_thermolion(
-    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
-    temp_decay, boost, scale, t0, t_min, noise_floor, bias_correction, noise, maximize,
-    generator, stats, noise_scale="grad",
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    temp_decay,
+    boost,
+    scale,
+    t0,
+    t_min,
+    noise_floor,
+    bias_correction,
+    noise,
+    maximize,
+    generator,
+    stats,
+    noise_scale="grad",
 ) -> None:
     """The update as one compiled kernel per tensor; noise is drawn eagerly, in parameter order."""
-    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                 temp_decay=temp_decay, boost=boost, scale=scale, t0=t0, t_min=t_min,
-                 noise_floor=noise_floor, bias_correction=bias_correction, noise=noise,
-                 maximize=maximize, generator=generator, stats=stats, noise_scale=noise_scale)
+    hyper = dict(
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        temp_decay=temp_decay,
+        boost=boost,
+        scale=scale,
+        t0=t0,
+        t_min=t_min,
+        noise_floor=noise_floor,
+        bias_correction=bias_correction,
+        noise=noise,
+        maximize=maximize,
+        generator=generator,
+        stats=stats,
+        noise_scale=noise_scale,
+    )
     kernel = _fused_kernel()
     if kernel is None or not all(t.is_contiguous() for t in params):
         return _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
@@ -260,20 +373,41 @@ def _fused_thermolion(
         temperature = _temperature(t0, temp_decay, t)
         bc1, bc2 = (1 - beta1**t, 1 - beta2**t) if bias_correction else (1.0, 1.0)
         generator_state = generator.get_state() if generator is not None and i == 0 else None
-        xi = (torch.randn(v.numel(), generator=generator, device=v.device, dtype=v.dtype)
-              if noise and temperature > t_min else None)
+        xi = (
+            torch.randn(v.numel(), generator=generator, device=v.device, dtype=v.dtype)
+            if noise and temperature > t_min
+            else None
+        )
         variant = (p.dtype, p.device.type, xi is None, maximize, stats is not None, noise_scale)
         # A variant's first call compiles it; if that fails, Dynamo may already have run some of
         # the in-place updates eagerly, so keep tensor 0 to restore before falling back.
         backup = (p.clone(), m.clone(), v.clone()) if i == 0 and variant not in _VERIFIED else None
         try:
-            sums = kernel(p.view(-1), g.contiguous().view(-1), m.view(-1), v.view(-1), xi, lr,
-                          beta1, beta2, eps, weight_decay, boost, scale, bc1, bc2, temperature,
-                          noise_floor, maximize, stats is not None, noise_scale == "unit")
+            sums = kernel(
+                p.view(-1),
+                g.contiguous().view(-1),
+                m.view(-1),
+                v.view(-1),
+                xi,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                boost,
+                scale,
+                bc1,
+                bc2,
+                temperature,
+                noise_floor,
+                maximize,
+                stats is not None,
+                noise_scale == "unit",
+            )
         except Exception as err:  # noqa: BLE001 - e.g. no working C++ compiler for Inductor
             if backup is None:  # some tensors were already updated: no silent half-step
                 raise RuntimeError(f"ThermoLion's fused path failed midway: {err}; use fused=False") from err
-            warnings.warn(f"ThermoLion: the fused path failed to compile ({err}); using foreach")
+            warnings.warn(f"ThermoLion: the fused path failed to compile ({err}); using foreach", stacklevel=3)
             _COMPILED["kernel"] = None
             for live, saved in zip((p, m, v), backup):
                 live.copy_(saved)

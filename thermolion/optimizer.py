@@ -8,14 +8,15 @@ foreach path and a compiled one-kernel path with one signature).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .baselines import evaluate_closure
-from .functional import _GAS_THRESHOLD, FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
+from .baselines import evaluate_closure, refuse_complex
+from .functional import FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
 
 __all__ = ["ThermoLion", "thermolion", "STAT_NAMES", "FUSED_MIN_ELEMENTS"]
 
@@ -121,8 +122,13 @@ class ThermoLion(Optimizer):
                 f"temp_decay must be in (0, 1], got {temp_decay}; "
                 "to switch the noise off use noise=False or a temp_decay <= t_min/t0"
             )
-        for name, value in (("boost", boost), ("scale", scale), ("t0", t0), ("t_min", t_min),
-                            ("noise_floor", noise_floor)):
+        for name, value in (
+            ("boost", boost),
+            ("scale", scale),
+            ("t0", t0),
+            ("t_min", t_min),
+            ("noise_floor", noise_floor),
+        ):
             _check_finite_at_least(name, value, 0.0)
         if foreach is False and fused:
             raise ValueError("foreach=False (the per-tensor reference) and fused=True exclude each other")
@@ -132,12 +138,25 @@ class ThermoLion(Optimizer):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)}")
 
         defaults = dict(
-            lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps, weight_decay=weight_decay,
-            temp_decay=temp_decay, boost=boost, scale=scale, t0=t0, t_min=t_min,
-            noise_floor=noise_floor, bias_correction=bias_correction, noise=noise,
-            noise_scale=noise_scale, maximize=maximize, foreach=foreach, fused=fused,
+            lr=lr,
+            betas=(float(betas[0]), float(betas[1])),
+            eps=eps,
+            weight_decay=weight_decay,
+            temp_decay=temp_decay,
+            boost=boost,
+            scale=scale,
+            t0=t0,
+            t_min=t_min,
+            noise_floor=noise_floor,
+            bias_correction=bias_correction,
+            noise=noise,
+            noise_scale=noise_scale,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
+        refuse_complex(self)
         self.generator = generator
         self._generator_seed = None  # set when the optimizer owns its generator
         if generator is None:  # seeded from the global RNG now: no read-back inside step()
@@ -145,6 +164,10 @@ class ThermoLion(Optimizer):
             self.generator = torch.Generator(device=self._params_device()).manual_seed(self._generator_seed)
         self.track_stats = track_stats
         self._reset_stats()
+        # Optimizer.load_state_dict casts state to each parameter's dtype: keep bf16/fp16 parameters'
+        # moments in float32 across a save/load (a resumed run), as a fresh optimizer keeps them.
+        self.register_load_state_dict_pre_hook(_stash_moments)
+        self.register_load_state_dict_post_hook(_restore_float32_moments)
 
     # ---------------------------------------------------------------- state and diagnostics
     def _reset_stats(self) -> None:
@@ -171,8 +194,7 @@ class ThermoLion(Optimizer):
 
     def __getstate__(self) -> dict:  # deepcopy/pickle keep the generator and the diagnostics
         state = super().__getstate__()
-        for key in ("generator", "_generator_seed", "track_stats", "_stats", "_stat_elements",
-                    "_stat_temperature"):
+        for key in ("generator", "_generator_seed", "track_stats", "_stats", "_stat_elements", "_stat_temperature"):
             state[key] = getattr(self, key)
         return state
 
@@ -239,14 +261,29 @@ class ThermoLion(Optimizer):
                 self._stats = torch.zeros(4, dtype=torch.float64, device=params[0].device)
             beta1, beta2 = group["betas"]
             thermolion(
-                params, grads, exp_avgs, exp_avg_sqs, steps,
-                lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"], temp_decay=group["temp_decay"],
-                boost=group["boost"], scale=group["scale"], t0=group["t0"], t_min=group["t_min"],
-                noise_floor=group["noise_floor"], bias_correction=group["bias_correction"],
-                noise=group["noise"], noise_scale=group["noise_scale"], maximize=group["maximize"],
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                temp_decay=group["temp_decay"],
+                boost=group["boost"],
+                scale=group["scale"],
+                t0=group["t0"],
+                t_min=group["t_min"],
+                noise_floor=group["noise_floor"],
+                bias_correction=group["bias_correction"],
+                noise=group["noise"],
+                noise_scale=group["noise_scale"],
+                maximize=group["maximize"],
                 generator=self._noise_generator(params[0].device),
-                stats=self._stats if self.track_stats else None, foreach=group["foreach"],
+                stats=self._stats if self.track_stats else None,
+                foreach=group["foreach"],
                 fused=group["fused"],
             )
             if self.track_stats:
@@ -256,10 +293,27 @@ class ThermoLion(Optimizer):
         return loss
 
 
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def _stash_moments(optimizer: ThermoLion, state_dict: dict) -> None:
+    optimizer._loaded_moments = {
+        idx: {k: s[k] for k in _MOMENTS if torch.is_tensor(s.get(k))} for idx, s in state_dict["state"].items()
+    }
+
+
+def _restore_float32_moments(optimizer: ThermoLion) -> None:
+    stash = optimizer.__dict__.pop("_loaded_moments", {})
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for idx, moments in stash.items():
+        p = params[idx]
+        if p.dtype in (torch.bfloat16, torch.float16) and p in optimizer.state:
+            for key, saved in moments.items():
+                optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)
+
+
 def _check_finite_at_least(name: str, value, low: float) -> None:
     if isinstance(value, Tensor) or not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"{name} must be a Python number, got {type(value).__name__}")
     if not (math.isfinite(value) and value >= low):
         raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
-
-

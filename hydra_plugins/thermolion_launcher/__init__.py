@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from runners.hydra_glue import job_status, record_status
-from runners.progress import SweepProgress, show_progress
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from runners.sweep.hydra_glue import job_status, record_status
+from runners.sweep.progress import SweepProgress, show_progress
 
 
 class _Collecting:
@@ -31,12 +31,16 @@ class _Collecting:
 
         # As the plugin's launch (1.2.0), up to collecting the results.
         init_keys = {"max_num_timeout", "submitit_folder"}
-        extra = ({f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]}
-                 if "max_num_timeout" in self.params else {})
+        extra = (
+            {f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]}
+            if "max_num_timeout" in self.params
+            else {}
+        )
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"], **extra)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
-                                      for k, v in self.params.items() if k not in init_keys})
+        executor.update_parameters(
+            **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k not in init_keys}
+        )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
@@ -47,8 +51,10 @@ class _Collecting:
             print(f"[submitit] #{idx} : {' '.join(filter_overrides(overrides))}", flush=True)
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params))
-        print(f"[submitit] submitted {len(jobs)} job(s) to {self._EXECUTOR}: {', '.join(j.job_id for j in jobs)}",
-              flush=True)
+        print(
+            f"[submitit] submitted {len(jobs)} job(s) to {self._EXECUTOR}: {', '.join(j.job_id for j in jobs)}",
+            flush=True,
+        )
         returns = []
         progress = SweepProgress(len(jobs), show_progress(str(self.config.trainer.get("progress", "auto"))))
         started = time.monotonic()
@@ -60,9 +66,16 @@ class _Collecting:
                 started = time.monotonic()
             except Exception as err:  # noqa: BLE001 - a killed job becomes a failed record
                 lines = str(err).strip().splitlines()
-                record_status(str(sweep_dir), initial_job_idx + i, {
-                    "status": "failed", "run_dir": f"job {job.job_id} ({' '.join(filter_overrides(overrides))})",
-                    "error": f"{type(err).__name__}: {lines[0] if lines else ''}", "final": {}})
+                record_status(
+                    str(sweep_dir),
+                    initial_job_idx + i,
+                    {
+                        "status": "failed",
+                        "run_dir": f"job {job.job_id} ({' '.join(filter_overrides(overrides))})",
+                        "error": f"{type(err).__name__}: {lines[0] if lines else ''}",
+                        "final": {},
+                    },
+                )
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
                 ret.return_value = "failed"
                 returns.append(ret)

@@ -36,5 +36,16 @@ from .stats import holm, paired_stats
 from .tables import final_table, markdown_table
 from .tuning import lr_robustness
 
-__all__ = ["ReportError", "collect_runs", "final_table", "markdown_table", "paired_stats", "holm", "lr_robustness",
-           "build_report", "main", "DATASET_ORDER", "OPTIMIZER_ORDER"]
+__all__ = [
+    "ReportError",
+    "collect_runs",
+    "final_table",
+    "markdown_table",
+    "paired_stats",
+    "holm",
+    "lr_robustness",
+    "build_report",
+    "main",
+    "DATASET_ORDER",
+    "OPTIMIZER_ORDER",
+]

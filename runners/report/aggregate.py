@@ -18,19 +18,29 @@ Definitions (tested against hand computations in tests/test_aggregate.py):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import OPTIMIZER_ORDER, _ordered
 from .tables import _num, markdown_table
 
-__all__ = ["scores", "iqm", "stratified_bootstrap_ci", "probability_of_improvement", "average_ranks",
-           "friedman", "profile_within", "write_aggregate", "N_BOOT"]
+__all__ = [
+    "scores",
+    "iqm",
+    "stratified_bootstrap_ci",
+    "probability_of_improvement",
+    "average_ranks",
+    "friedman",
+    "profile_within",
+    "write_aggregate",
+    "N_BOOT",
+]
 
 N_BOOT = 2000
 MIN_DATASETS = 3
@@ -49,14 +59,20 @@ def iqm(values, axis=None):
     return stats.trim_mean(np.asarray(values, dtype=float), 0.25, axis=axis)
 
 
-def stratified_bootstrap_ci(values, strata, statistic: Callable = iqm, n_boot: int = N_BOOT,
-                            seed: int = 0) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+    values, strata, statistic: Callable = iqm, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float]:
     """Percentile 95% interval of ``statistic`` (called with ``axis=1`` on all resamples at once)
     with runs resampled within each stratum."""
     values, strata = np.asarray(values, dtype=float), np.asarray(strata)
     rng = np.random.default_rng(seed)
-    idx = np.concatenate([g[rng.integers(0, len(g), (n_boot, len(g)))]
-                          for g in (np.flatnonzero(strata == s) for s in np.unique(strata))], axis=1)
+    idx = np.concatenate(
+        [
+            g[rng.integers(0, len(g), (n_boot, len(g)))]
+            for g in (np.flatnonzero(strata == s) for s in np.unique(strata))
+        ],
+        axis=1,
+    )
     low, high = np.percentile(statistic(values[idx], axis=1), [2.5, 97.5])
     return float(low), float(high)
 
@@ -69,15 +85,21 @@ def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (ranks[..., :n].sum(axis=-1) - n * (n + 1) / 2) / (n * m)
 
 
-def probability_of_improvement(x_by_dataset: dict, y_by_dataset: dict, n_boot: int = N_BOOT,
-                               seed: int = 0) -> tuple[float, float, float]:
+def probability_of_improvement(
+    x_by_dataset: dict, y_by_dataset: dict, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float, float]:
     """P(X > Y) averaged over the shared datasets, and its stratified-bootstrap 95% interval."""
     shared = sorted(set(x_by_dataset) & set(y_by_dataset))
     pairs = [(np.asarray(x_by_dataset[d], float), np.asarray(y_by_dataset[d], float)) for d in shared]
     point = float(np.mean([_poi(x, y) for x, y in pairs]))
     rng = np.random.default_rng(seed)
-    draws = np.mean([_poi(x[rng.integers(0, len(x), (n_boot, len(x)))], y[rng.integers(0, len(y), (n_boot, len(y)))])
-                     for x, y in pairs], axis=0)
+    draws = np.mean(
+        [
+            _poi(x[rng.integers(0, len(x), (n_boot, len(x)))], y[rng.integers(0, len(y), (n_boot, len(y)))])
+            for x, y in pairs
+        ],
+        axis=0,
+    )
     low, high = np.percentile(draws, [2.5, 97.5])
     return point, float(low), float(high)
 
@@ -110,8 +132,10 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     optimizers = _ordered(runs["optimizer"], OPTIMIZER_ORDER)
     datasets = sorted(runs["dataset"].unique())
     rows = []
-    by = {o: {d: g["final_eval_acc"].to_numpy() for d, g in runs[runs["optimizer"] == o].groupby("dataset")}
-          for o in optimizers}
+    by = {
+        o: {d: g["final_eval_acc"].to_numpy() for d, g in runs[runs["optimizer"] == o].groupby("dataset")}
+        for o in optimizers
+    }
     for k, opt in enumerate(optimizers):
         r = runs[runs["optimizer"] == opt]
         row = {"optimizer": opt, "runs": len(r), "datasets": r["dataset"].nunique()}
@@ -149,34 +173,52 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
         if "avg_rank" in table:
             cells.append(_num(r.get("avg_rank", np.nan)))
         if "p_candidate_better" in table:
-            cells.append("–" if pd.isna(r.get("p_candidate_better")) else
-                         f"{r['p_candidate_better']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]")
+            cells.append(
+                "–"
+                if pd.isna(r.get("p_candidate_better"))
+                else f"{r['p_candidate_better']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]"
+            )
         lines.append(cells)
-    text = [f"# Across datasets ({section}): {len(datasets)} dataset(s), {len(runs)} runs\n",
-            "Score of a run: (accuracy − chance) / (best optimizer's mean accuracy − chance) on its dataset, so "
-            "1 = the best optimizer's average and 0 = chance. Mean, median and IQM (mean of the middle 50%) "
-            f"pool every run (datasets × seeds); 95% CIs from a stratified bootstrap ({N_BOOT} resamples, "
-            f"strata = datasets). P({candidate} > X): the chance that a run of {candidate} beats a run of X "
-            "on the same dataset (Mann–Whitney U / nm), averaged over datasets, with a stratified-bootstrap CI; "
-            "0.5 means no difference.\n", markdown_table(header, lines), "\n## Ranks (Demšar 2006)\n"]
+    text = [
+        f"# Across datasets ({section}): {len(datasets)} dataset(s), {len(runs)} runs\n",
+        "Score of a run: (accuracy − chance) / (best optimizer's mean accuracy − chance) on its dataset, so "
+        "1 = the best optimizer's average and 0 = chance. Mean, median and IQM (mean of the middle 50%) "
+        f"pool every run (datasets × seeds); 95% CIs from a stratified bootstrap ({N_BOOT} resamples, "
+        f"strata = datasets). P({candidate} > X): the chance that a run of {candidate} beats a run of X "
+        "on the same dataset (Mann–Whitney U / nm), averaged over datasets, with a stratified-bootstrap CI; "
+        "0.5 means no difference.\n",
+        markdown_table(header, lines),
+        "\n## Ranks (Demšar 2006)\n",
+    ]
     if fried is None:
-        text.append(f"Not enough for rank statistics: {means.shape[0]} complete dataset(s) × {means.shape[1]} "
-                    f"optimizer(s) (need ≥ 2 datasets and ≥ 3 optimizers run on all of them).{rank_note}\n")
+        text.append(
+            f"Not enough for rank statistics: {means.shape[0]} complete dataset(s) × {means.shape[1]} "
+            f"optimizer(s) (need ≥ 2 datasets and ≥ 3 optimizers run on all of them).{rank_note}\n"
+        )
     else:
-        text.append("Average rank by mean final accuracy (1 = best): "
-                    + ", ".join(f"{o} {v:.2f}" for o, v in ranks.items())
-                    + f". Friedman χ² = {fried[0]:.2f}, p = {fried[1]:.3g} over {means.shape[0]} datasets.{rank_note}\n")
+        text.append(
+            "Average rank by mean final accuracy (1 = best): "
+            + ", ".join(f"{o} {v:.2f}" for o, v in ranks.items())
+            + f". Friedman χ² = {fried[0]:.2f}, p = {fried[1]:.3g} over {means.shape[0]} datasets.{rank_note}\n"
+        )
     text.append(cd["note"] + "\n")
     write_text(out / "aggregate.md", "\n".join(text))
-    return {"table": table.to_dict(orient="records"), "ranks": ranks.to_dict(),
-            "friedman": None if fried is None else {"statistic": fried[0], "p": fried[1]}, **cd}
+    return {
+        "table": table.to_dict(orient="records"),
+        "ranks": ranks.to_dict(),
+        "friedman": None if fried is None else {"statistic": fried[0], "p": fried[1]},
+        **cd,
+    }
 
 
 def _critical_difference(means: pd.DataFrame, ranks: pd.Series, out: Path) -> dict:
     """Nemenyi post-hoc (scikit-posthocs) and the CD diagram, or a note saying why there is none."""
     if means.shape[0] < MIN_DATASETS or means.shape[1] < 3:
-        return {"nemenyi": None, "note": f"No critical-difference diagram: not enough datasets ({means.shape[0]} "
-                f"complete; need ≥ {MIN_DATASETS} datasets and ≥ 3 optimizers)."}
+        return {
+            "nemenyi": None,
+            "note": f"No critical-difference diagram: not enough datasets ({means.shape[0]} "
+            f"complete; need ≥ {MIN_DATASETS} datasets and ≥ 3 optimizers).",
+        }
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,8 +233,11 @@ def _critical_difference(means: pd.DataFrame, ranks: pd.Series, out: Path) -> di
     fig.tight_layout()
     fig.savefig(out / "critical_difference.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return {"nemenyi": pvalues.to_dict(), "note": "Nemenyi post-hoc p-values (scikit-posthocs) drive the bars of "
-            "`critical_difference.png`: optimizers joined by a bar are not significantly different at 5%."}
+    return {
+        "nemenyi": pvalues.to_dict(),
+        "note": "Nemenyi post-hoc p-values (scikit-posthocs) drive the bars of "
+        "`critical_difference.png`: optimizers joined by a bar are not significantly different at 5%.",
+    }
 
 
 def _plot(table: pd.DataFrame, profile: Optional[pd.DataFrame], out: Path, section: str) -> None:

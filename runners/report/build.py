@@ -9,32 +9,67 @@ from typing import Optional
 
 import pandas as pd
 
-from ..io import write_json, write_text
+from ..atomic import write_json, write_text
 from .aggregate import write_aggregate
-from .collect import ReportError, collect
+from .collect import OPTIMIZER_ORDER, ReportError, _ordered, collect
 from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
+from .paths import shown_command, shown_path
+from .runs_table import runs_frame, write_runs_table
 from .stats import paired_stats, write_stats
 from .tables import final_table, markdown_table, write_final_tables, write_overhead
-from .runs_table import runs_frame, write_runs_table
 from .time_to_target import write_time_to_target
 from .tunability import write_tunability
 from .tuning import sensitivity, write_sensitivity, write_tuned_table
 
-def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate: str = "thermolion",
-                 command: Optional[str] = None, target_reference: str = "adamw",
-                 target: Optional[float] = None) -> dict:
+REFERENCES = ("adamw", "adam")  # the default reference optimizer, then its stand-in
+
+
+def reference_of(runs: pd.DataFrame, candidate: str) -> str:
+    """AdamW where a section has it, else Adam, else the first other optimizer present."""
+    present = set(runs["optimizer"])
+    others = [o for o in _ordered(present, OPTIMIZER_ORDER) if o != candidate]
+    return next((r for r in REFERENCES if r in present), others[0] if others else candidate)
+
+
+def build_report(
+    results_dir: Path,
+    out: Path,
+    baseline: Optional[str] = None,
+    candidate: str = "thermolion",
+    command: Optional[str] = None,
+    target_reference: Optional[str] = None,
+    target: Optional[float] = None,
+) -> dict:
+    """Every section of ``results_dir`` into ``out``. ``baseline`` (overhead ratios) and ``target_reference``
+    (time-to-target) default to the one reference optimizer, AdamW, or the first present in a section;
+    a name given explicitly must have runs here."""
     results_dir, out = Path(results_dir), Path(out)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
     collected = collect(results_dir)
     runs, epochs, excluded = collected.runs, collected.epochs, collected.excluded
     if runs.empty:
-        raise ReportError(f"no complete runs under {results_dir} ({len(excluded)} incomplete, failed or "
-                          "diverged); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw")
+        raise ReportError(
+            f"no complete runs under {results_dir} ({len(excluded)} incomplete, failed or "
+            "diverged); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
+        )
+    present = sorted(runs["optimizer"].unique())
+    for flag, name in (("--baseline", baseline), ("--target-reference", target_reference)):
+        if name is not None and name not in present:
+            raise ReportError(f"{flag} {name!r} has no complete runs here; the optimizers present are {present}")
+    if candidate != "thermolion" and candidate not in present:
+        raise ReportError(f"--candidate {candidate!r} has no complete runs here; the optimizers present are {present}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"results_dir": str(results_dir), "command": command, "candidate": candidate, "baseline": baseline,
-               "complete_runs": int(len(runs)), "excluded": excluded, "protocols": {}}
+    summary = {
+        "results_dir": shown_path(results_dir),
+        "command": shown_command(command),
+        "candidate": candidate,
+        "baseline": baseline,
+        "complete_runs": int(len(runs)),
+        "excluded": excluded,
+        "protocols": {},
+    }
     times = []
     for protocol, prun in runs.groupby("protocol"):
         pout = out / protocol
@@ -42,50 +77,78 @@ def build_report(results_dir: Path, out: Path, baseline: str = "adam", candidate
         tuned = write_tuned_table(prun, pout, candidate)
         prun = prun[prun["tuned_from"].isna()]  # the tuned re-runs have their own table
         trial = prun["trial"].fillna(0)
-        tunability = write_tunability(prun[prun["trial"].notna()], pout, protocol, candidate) if (trial > 0).any() else None
+        tunability = (
+            write_tunability(prun[prun["trial"].notna()], pout, protocol, candidate) if (trial > 0).any() else None
+        )
         prun = prun[trial == 0]  # tuning trials have their own analysis; the tables keep the defaults
         pep = epochs[epochs["run_dir"].isin(prun["run_dir"])] if "run_dir" in epochs else epochs.iloc[:0]
         if prun.empty:
             summary["protocols"][protocol] = {"tuned": tuned, "tunability": tunability}
             continue
         table = final_table(prun)
-        write_final_tables(table, pout, protocol, prun["code_version"])
+        write_final_tables(table, pout, protocol, prun["code_version"], prun["hardware"])
+        if prun["hardware"].nunique() > 1:
+            print(
+                f"report: warning: the {protocol} table mixes hardware {sorted(prun['hardware'].unique())}",
+                file=sys.stderr,
+            )
         if prun["code_version"].str.partition("+")[0].nunique() > 1:
-            print(f"report: warning: the {protocol} table mixes code versions "
-                  f"{sorted(prun['code_version'].unique())}", file=sys.stderr)
+            print(
+                f"report: warning: the {protocol} table mixes code versions {sorted(prun['code_version'].unique())}",
+                file=sys.stderr,
+            )
         st = paired_stats(prun, candidate)
         counts = write_stats(st, pout, candidate) if not st.empty else {}
         plot_convergence(pep, pout, protocol)
         has_phase = plot_phase(pep, pout, candidate)
-        overhead = write_overhead(prun, pout, baseline)
+        overhead = write_overhead(prun, pout, baseline or reference_of(prun, candidate))
         curves = sensitivity(prun)
         robustness = write_sensitivity(curves, pout, protocol, candidate) if not curves.empty else []
         aggregate = write_aggregate(prun, pout, protocol, candidate)
-        ttt, ttt_runs = write_time_to_target(prun, collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
-                                             pout, protocol, target_reference, target)
+        ttt, ttt_runs = write_time_to_target(
+            prun,
+            collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
+            pout,
+            protocol,
+            target_reference or reference_of(prun, candidate),
+            target,
+        )
         times.append(ttt_runs)
         summary["protocols"][protocol] = {
-            "tuned": tuned, "tunability": tunability, "aggregate": aggregate, "time_to_target": ttt,
+            "tuned": tuned,
+            "tunability": tunability,
+            "aggregate": aggregate,
+            "time_to_target": ttt,
             "lr_robustness": robustness,
-            "runs": int(len(prun)), "table": table.to_dict(orient="records"),
-            "stats": st.to_dict(orient="records"), "win_tie_loss": counts, "overhead": overhead,
-            "phase_figure": has_phase, "code_versions": prun["code_version"].value_counts().to_dict(),
+            "runs": int(len(prun)),
+            "table": table.to_dict(orient="records"),
+            "stats": st.to_dict(orient="records"),
+            "win_tie_loss": counts,
+            "overhead": overhead,
+            "phase_figure": has_phase,
+            "code_versions": prun["code_version"].value_counts().to_dict(),
         }
-    summary["paper_comparison"] = write_paper_comparison(runs, out)
+    summary["paper_comparison"] = write_paper_comparison(runs, out)  # None where no paper-protocol run fits
     table_path = write_runs_table(runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame()), out)
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
-    index = [f"# Report for `{results_dir}`\n", f"Command: `{command}`\n" if command else "",
-             f"{len(runs)} complete run(s) in {', '.join(sorted(summary['protocols']))}; "
-             f"{len(excluded)} excluded.\n"]
+    index = [
+        f"# Report for `{shown_path(results_dir)}`\n",
+        f"Command: `{shown_command(command)}`\n" if command else "",
+        f"{len(runs)} complete run(s) in {', '.join(sorted(summary['protocols']))}; {len(excluded)} excluded.\n",
+    ]
     if excluded:
-        index.append(markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded]))
-    index.append(f"\nFiles: `{table_path.name}` (one row per run), `paper_comparison.md`, `summary.json`, and per "
-                 "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
-                 "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
-                 "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
-                 "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}` "
-                 "and `tunability.{png,md,csv}`.\n")
+        index.append(
+            markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded])
+        )
+    index.append(
+        f"\nFiles: `{table_path.name}` (one row per run), `paper_comparison.md`, `summary.json`, and per "
+        "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
+        "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
+        "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
+        "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}` "
+        "and `tunability.{png,md,csv}`.\n"
+    )
     write_text(out / "README.md", "\n".join(index))
     return summary
 
@@ -94,17 +157,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="default: <results_dir>/report")
-    ap.add_argument("--baseline", default="adam", help="reference for overhead ratios (default adam)")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="reference for overhead ratios (default adamw, else adam, else the first present)",
+    )
     ap.add_argument("--candidate", default="thermolion", help="optimizer compared against all others")
-    ap.add_argument("--target-reference", default="adamw",
-                    help="time-to-target: the target is this optimizer's median final accuracy (default adamw)")
+    ap.add_argument(
+        "--target-reference",
+        default=None,
+        help="time-to-target: the target is this optimizer's median final accuracy (default as --baseline)",
+    )
     ap.add_argument("--target", type=float, default=None, help="time-to-target: this accuracy (%%) on every dataset")
     args = ap.parse_args(argv)
     out = args.out or args.results_dir / "report"
     try:
-        summary = build_report(args.results_dir, out, args.baseline, args.candidate,
-                               command="python -m runners.report " + " ".join(argv if argv is not None else sys.argv[1:]),
-                               target_reference=args.target_reference, target=args.target)
+        summary = build_report(
+            args.results_dir,
+            out,
+            args.baseline,
+            args.candidate,
+            command="python -m runners.report " + " ".join(argv if argv is not None else sys.argv[1:]),
+            target_reference=args.target_reference,
+            target=args.target,
+        )
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
 
+
 def _colours(optimizers) -> dict:
     import matplotlib
 
@@ -63,8 +64,11 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
             for ax, col in ((ax_loss, "train_loss"), (ax_acc, "eval_acc")):
                 g = sub.groupby("epoch")[col]
                 mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-                ax.plot(mean.index, mean.values, color=colour[opt], label=opt, lw=1.6)
-                ax.fill_between(mean.index, (mean - std).values, (mean + std).values, color=colour[opt], alpha=0.18, lw=0)
+                marker = "o" if len(mean) <= 3 else None  # a one-epoch run is a single point: draw it
+                ax.plot(mean.index, mean.values, color=colour[opt], label=opt, lw=1.6, marker=marker)
+                ax.fill_between(
+                    mean.index, (mean - std).values, (mean + std).values, color=colour[opt], alpha=0.18, lw=0
+                )
         ax_loss.set_yscale("log")
         ax_loss.set_title(f"{dataset}: training loss", fontsize=11)
         ax_loss.set_ylabel("mean batch loss (log)")
@@ -76,12 +80,23 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
     for k in range(len(datasets), axes.shape[1] * (axes.shape[0] // 2)):
         axes[2 * (k // cols), k % cols].set_visible(False)
         axes[2 * (k // cols) + 1, k % cols].set_visible(False)
-    _finish_grid(fig, axes, axes.size, cols, f"Convergence ({protocol} protocol): mean ± std over seeds",
-                 [out / "convergence.png", out / "convergence.pdf"], bottom=0.06)
+    _finish_grid(
+        fig,
+        axes,
+        axes.size,
+        cols,
+        f"Convergence ({protocol} protocol): mean ± std over seeds",
+        [out / "convergence.png", out / "convergence.pdf"],
+        bottom=0.06,
+    )
 
 
-PHASE_COLUMNS = [("gate_mean", "mean gate λ"), ("gas_fraction", "gas fraction (λ < 0.5)"),
-                 ("alignment_rate", "alignment rate"), ("temperature", "temperature T")]
+PHASE_COLUMNS = [
+    ("gate_mean", "mean gate λ"),
+    ("gas_fraction", "gas fraction (λ < 0.5)"),
+    ("alignment_rate", "alignment rate"),
+    ("temperature", "temperature T"),
+]
 
 
 def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
@@ -104,12 +119,21 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
                 continue
             for (col, label), ls in zip(PHASE_COLUMNS, styles):
                 mean = d.groupby("epoch")[col].mean()
-                ax.plot(mean.index, mean.values, ls, color=colour[opt], lw=1.6, label=f"{label} [{opt}]")
+                marker = "o" if len(mean) <= 3 else None
+                ax.plot(mean.index, mean.values, ls, color=colour[opt], lw=1.6, label=f"{label} [{opt}]", marker=marker)
         ax.set_title(dataset, fontsize=11)
         ax.set_xlabel("epoch")
         ax.set_ylabel("per-epoch mean (0..1)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
-    _finish_grid(fig, axes, len(datasets), cols, "ThermoLion's phase per epoch (element-weighted, mean over seeds)",
-                 [out / "thermolion_phase.png"], bottom=0.1, ncol=4)
+    _finish_grid(
+        fig,
+        axes,
+        len(datasets),
+        cols,
+        "ThermoLion's phase per epoch (element-weighted, mean over seeds)",
+        [out / "thermolion_phase.png"],
+        bottom=0.1,
+        ncol=4,
+    )
     return True

@@ -15,12 +15,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import _atomic
+from ..atomic import _atomic
+from .paths import PATH_COLUMNS, shown_path
 
 __all__ = ["runs_frame", "write_runs_table"]
 
-_RUN_FIELDS = ("protocol", "dataset", "optimizer", "seed", "final_eval_acc", "final_eval_loss", "final_train_loss",
-               "final_train_acc", "best_eval_acc", "best_epoch", "epochs", "step_time_ms", "code_version")
+_RUN_FIELDS = (
+    "protocol",
+    "dataset",
+    "optimizer",
+    "seed",
+    "final_eval_acc",
+    "final_eval_loss",
+    "final_train_loss",
+    "final_train_acc",
+    "best_eval_acc",
+    "best_epoch",
+    "epochs",
+    "step_time_ms",
+    "code_version",
+)
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
@@ -35,9 +49,16 @@ def runs_frame(records: list[dict], times: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for rec in records:
         info = rec.get("info", {})
-        row = {"run_dir": rec["run_dir"], "status": rec["status"], "error": info.get("error"),
-               "code_version": info.get("code_version") or "unrecorded", "fingerprint": info.get("fingerprint"),
-               "started": info.get("started"), "finished": info.get("finished"), "wall_time_s": info.get("wall_time_s")}
+        row = {
+            "run_dir": rec["run_dir"],
+            "status": rec["status"],
+            "error": info.get("error"),
+            "code_version": info.get("code_version") or "unrecorded",
+            "fingerprint": info.get("fingerprint"),
+            "started": info.get("started"),
+            "finished": info.get("finished"),
+            "wall_time_s": info.get("wall_time_s"),
+        }
         row.update({k: rec[k] for k in _RUN_FIELDS if k in rec})
         _flatten("config", info.get("config", {}), row)
         _flatten("env", info.get("environment", {}), row)
@@ -46,6 +67,9 @@ def runs_frame(records: list[dict], times: pd.DataFrame) -> pd.DataFrame:
     if not times.empty and not frame.empty:
         ttt = times.set_index("run_dir")[["target", "steps", "epochs", "seconds"]].add_prefix("ttt_")
         frame = frame.join(ttt, on="run_dir")
+    for col in PATH_COLUMNS:
+        if col in frame:
+            frame[col] = frame[col].map(lambda v: shown_path(v) if isinstance(v, str) else v)
     for col in frame.columns:  # one type per column, as parquet needs
         kinds = {type(v) for v in frame[col].dropna()}
         if len(kinds) > 1 and not kinds <= {int, float}:

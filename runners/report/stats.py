@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
 from .tables import _num, markdown_table
 
@@ -49,15 +49,29 @@ def paired_stats(runs: pd.DataFrame, candidate: str, seed: int = 0) -> pd.DataFr
                 continue
             diff = (pair[candidate] - pair[other]).to_numpy()
             n = len(diff)
-            row = {"dataset": dataset, "candidate": candidate, "baseline": other, "n": n,
-                   "candidate_mean": pair[candidate].mean(), "baseline_mean": pair[other].mean(),
-                   "mean_diff": diff.mean(), "ci_low": np.nan, "ci_high": np.nan,
-                   "p_ttest": np.nan, "p_wilcoxon": np.nan}
+            row = {
+                "dataset": dataset,
+                "candidate": candidate,
+                "baseline": other,
+                "n": n,
+                "candidate_mean": pair[candidate].mean(),
+                "baseline_mean": pair[other].mean(),
+                "mean_diff": diff.mean(),
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "p_ttest": np.nan,
+                "p_wilcoxon": np.nan,
+            }
             if n >= 2 and np.ptp(diff) > 0:
-                ci = stats.bootstrap((diff,), np.mean, confidence_level=0.95, n_resamples=9999,
-                                     method="percentile", random_state=seed).confidence_interval
-                row.update(ci_low=ci.low, ci_high=ci.high, p_ttest=stats.ttest_rel(pair[candidate], pair[other]).pvalue,
-                           p_wilcoxon=stats.wilcoxon(diff).pvalue)
+                ci = stats.bootstrap(
+                    (diff,), np.mean, confidence_level=0.95, n_resamples=9999, method="percentile", random_state=seed
+                ).confidence_interval
+                row.update(
+                    ci_low=ci.low,
+                    ci_high=ci.high,
+                    p_ttest=stats.ttest_rel(pair[candidate], pair[other]).pvalue,
+                    p_wilcoxon=stats.wilcoxon(diff).pvalue,
+                )
             elif n >= 2:  # identical differences: no spread, so no test
                 row.update(ci_low=diff[0], ci_high=diff[0])
             rows.append(row)
@@ -65,7 +79,9 @@ def paired_stats(runs: pd.DataFrame, candidate: str, seed: int = 0) -> pd.DataFr
     if df.empty:
         return df
     for col in ("p_ttest", "p_wilcoxon"):
-        df[col + "_holm"] = df.groupby("baseline")[col].transform(lambda s: pd.Series(holm(s.to_numpy()), index=s.index))
+        df[col + "_holm"] = df.groupby("baseline")[col].transform(
+            lambda s: pd.Series(holm(s.to_numpy()), index=s.index)
+        )
     df["outcome"] = [_outcome(r) for r in df.itertuples()]
     return df
 
@@ -87,15 +103,30 @@ def write_stats(df: pd.DataFrame, out: Path, candidate: str) -> dict:
     counts = {}
     for base, g in df.groupby("baseline", sort=False):
         counts[base] = {k: int(g["outcome"].str.startswith(k).sum()) for k in ("win", "tie", "loss")}
-    cols = ["dataset", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_ttest_holm",
-            "p_wilcoxon", "p_wilcoxon_holm", "outcome"]
-    md = [f"# {candidate} vs each baseline, paired by seed\n",
-          "Differences are accuracy points (candidate minus baseline). CI: bootstrap 95% (percentile). "
-          "p-values: paired t-test and Wilcoxon signed-rank, Holm-corrected across datasets for each "
-          f"baseline. Outcome: win/loss if the Holm-corrected t-test has p < {ALPHA}, else tie; with fewer "
-          f"than 2 seeds, the sign of the difference (ties within {TIE_POINTS} points), marked untested.\n",
-          markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in df.itertuples()]),
-          "\n## Win / tie / loss across datasets\n",
-          markdown_table(["baseline", "win", "tie", "loss"], [[b, c["win"], c["tie"], c["loss"]] for b, c in counts.items()])]
+    cols = [
+        "dataset",
+        "baseline",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p_ttest",
+        "p_ttest_holm",
+        "p_wilcoxon",
+        "p_wilcoxon_holm",
+        "outcome",
+    ]
+    md = [
+        f"# {candidate} vs each baseline, paired by seed\n",
+        "Differences are accuracy points (candidate minus baseline). CI: bootstrap 95% (percentile). "
+        "p-values: paired t-test and Wilcoxon signed-rank, Holm-corrected across datasets for each "
+        f"baseline. Outcome: win/loss if the Holm-corrected t-test has p < {ALPHA}, else tie; with fewer "
+        f"than 2 seeds, the sign of the difference (ties within {TIE_POINTS} points), marked untested.\n",
+        markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in df.itertuples()]),
+        "\n## Win / tie / loss across datasets\n",
+        markdown_table(
+            ["baseline", "win", "tie", "loss"], [[b, c["win"], c["tie"], c["loss"]] for b, c in counts.items()]
+        ),
+    ]
     write_text(out / "stats.md", "\n".join(md))
     return counts

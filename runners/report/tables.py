@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Long table: one row per (dataset, optimizer) with mean, std, n and whether it is the row's best."""
@@ -60,42 +62,75 @@ def code_versions_note(versions: pd.Series) -> str:
     counts = versions.value_counts()
     text = "Code version(s): " + ", ".join(f"`{v}` ({n} runs)" for v, n in counts.items()) + "."
     if versions.str.partition("+")[0].nunique() > 1:  # "+..." is a plug-in's own source: not a mix
-        text += (" **Warning: this table mixes runs from different code.** Re-run the old ones with "
-                 "`rerun=stale` on the same sweep command.")
+        text += (
+            " **Warning: this table mixes runs from different code.** Re-run the old ones with "
+            "`rerun=stale` on the same sweep command."
+        )
     return text
 
 
-def write_final_tables(table: pd.DataFrame, out: Path, protocol: str, versions: pd.Series) -> None:
+def hardware_note(hardware: Optional[pd.Series]) -> str:
+    """A warning when a table's runs ran on different hardware (their numbers may differ slightly)."""
+    if hardware is None or hardware.nunique() <= 1:
+        return ""
+    counts = ", ".join(f"`{h}` ({n} runs)" for h, n in hardware.value_counts().items())
+    return f" **Warning: this table mixes hardware:** {counts}; timings are never pooled across it."
+
+
+def write_final_tables(
+    table: pd.DataFrame, out: Path, protocol: str, versions: pd.Series, hardware: Optional[pd.Series] = None
+) -> None:
     base = protocol.partition("+")[0]
-    what = ("accuracy on the training subset (as the paper)" if base == "paper"
-            else "test accuracy" if base == "rigorous" else "validation accuracy")
+    what = (
+        "accuracy on the training subset (as the paper)"
+        if base == "paper"
+        else "test accuracy"
+        if base == "rigorous"
+        else "validation accuracy"
+    )
     datasets, optimizers, rows = _wide(table, ("**", "**"))
-    md = (f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
-          f"Best per row in bold. {code_versions_note(versions)}\n\n"
-          + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)]))
+    md = (
+        f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
+        f"Best per row in bold. {code_versions_note(versions)}{hardware_note(hardware)}\n\n"
+        + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)])
+    )
     write_text(out / "table_final.md", md)
     csv_table = table.assign(protocol=protocol)[["protocol", "dataset", "optimizer", "mean", "std", "n", "best"]]
     write_text(out / "table_final.csv", csv_table.to_csv(index=False))
     _, _, tex_rows = _wide(table, (r"\textbf{", "}"))
-    tex = [r"\begin{tabular}{l" + "r" * len(optimizers) + "}", r"\toprule",
-           " & ".join(["dataset"] + [o.replace("_", r"\_") for o in optimizers]) + r" \\", r"\midrule"]
-    tex += [" & ".join([d] + [c.replace("±", r"$\pm$").replace("_", r"\_") for c in r]) + r" \\"
-            for d, r in zip(datasets, tex_rows)]
+    tex = [
+        r"\begin{tabular}{l" + "r" * len(optimizers) + "}",
+        r"\toprule",
+        " & ".join(["dataset"] + [o.replace("_", r"\_") for o in optimizers]) + r" \\",
+        r"\midrule",
+    ]
+    tex += [
+        " & ".join([d] + [c.replace("±", r"$\pm$").replace("_", r"\_") for c in r]) + r" \\"
+        for d, r in zip(datasets, tex_rows)
+    ]
     tex += [r"\bottomrule", r"\end{tabular}"]
     write_text(out / "table_final.tex", f"% Final {what} (%), {protocol} protocol\n" + "\n".join(tex) + "\n")
 
 
 def write_overhead(runs: pd.DataFrame, out: Path, baseline: str) -> dict:
-    med = runs.groupby("optimizer")["step_time_ms"].median()
-    ref = med.get(baseline, np.nan)
+    """overhead.md: each optimizer's median step time over the baseline's, within one hardware only."""
+    groups = runs.groupby("hardware") if "hardware" in runs else [("unrecorded", runs)]
     rows, data = [], {}
-    for opt in _ordered(med.index, OPTIMIZER_ORDER):
-        ratio = med[opt] / ref if ref and not math.isnan(ref) else float("nan")
-        data[opt] = {"step_time_ms": float(med[opt]), f"ratio_to_{baseline}": float(ratio)}
-        rows.append([opt, f"{med[opt]:.2f}", "–" if math.isnan(ratio) else f"{ratio:.2f}x"])
-    text = (f"# Optimizer step time relative to {baseline}\n\nMedian over runs of each run's median "
-            "`optimizer.step()` time, as recorded during training (same machine and settings as the runs; "
-            "see scripts/bench_step.py for controlled measurements).\n\n"
-            + markdown_table(["optimizer", "step (ms)", f"vs {baseline}"], rows))
+    for hardware, g in groups:
+        med = g.groupby("optimizer")["step_time_ms"].median()
+        ref = med.get(baseline, np.nan)
+        for opt in _ordered(med.index, OPTIMIZER_ORDER):
+            ratio = med[opt] / ref if ref and not math.isnan(ref) else float("nan")
+            if len(groups) == 1:
+                data[opt] = {"step_time_ms": float(med[opt]), f"ratio_to_{baseline}": float(ratio)}
+            else:
+                data[f"{opt} on {hardware}"] = {"step_time_ms": float(med[opt]), f"ratio_to_{baseline}": float(ratio)}
+            rows.append([opt, hardware, f"{med[opt]:.2f}", "–" if math.isnan(ratio) else f"{ratio:.2f}x"])
+    text = (
+        f"# Optimizer step time relative to {baseline}\n\nMedian over runs of each run's median "
+        "`optimizer.step()` time, as recorded during training (same machine and settings as the runs; "
+        "see scripts/bench_step.py for controlled measurements). Ratios compare runs on the same hardware "
+        "only.\n\n" + markdown_table(["optimizer", "hardware", "step (ms)", f"vs {baseline}"], rows)
+    )
     write_text(out / "overhead.md", text)
     return data

@@ -21,12 +21,20 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import OPTIMIZER_ORDER, _ordered
 from .tables import markdown_table
 
-__all__ = ["targets", "first_crossing", "run_times", "performance_ratios", "profile", "benchmark_score",
-           "write_time_to_target", "TAU_MAX"]
+__all__ = [
+    "targets",
+    "first_crossing",
+    "run_times",
+    "performance_ratios",
+    "profile",
+    "benchmark_score",
+    "write_time_to_target",
+    "TAU_MAX",
+]
 
 TAU_MAX = 4.0
 
@@ -88,13 +96,22 @@ def benchmark_score(ratios: pd.DataFrame, tau_max: float = TAU_MAX) -> pd.Series
     return ((tau_max - r.clip(lower=1.0)).clip(lower=0.0) / (tau_max - 1.0)).mean(axis=0)
 
 
-def write_time_to_target(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, section: str,
-                         reference: str = "adamw", fixed: Optional[float] = None) -> tuple[Optional[dict], pd.DataFrame]:
+def write_time_to_target(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    out: Path,
+    section: str,
+    reference: str = "adamw",
+    fixed: Optional[float] = None,
+) -> tuple[Optional[dict], pd.DataFrame]:
     """Writes time_to_target.{md,csv} and performance_profile.png; returns (summary, per-run times)."""
     target_of = targets(runs, reference, fixed)
     if not target_of:
-        write_text(out / "time_to_target.md", f"# Time to target ({section})\n\nNo target: the reference optimizer "
-                   f"{reference!r} has no runs here (python -m runners.report --target-reference NAME, or --target ACC).\n")
+        write_text(
+            out / "time_to_target.md",
+            f"# Time to target ({section})\n\nNo target: the reference optimizer "
+            f"{reference!r} has no runs here (python -m runners.report --target-reference NAME, or --target ACC).\n",
+        )
         return None, pd.DataFrame()
     times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of)
     write_text(out / "time_to_target.csv", times.drop(columns="run_dir").to_csv(index=False))
@@ -104,30 +121,44 @@ def write_time_to_target(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, se
     _plot(profile(ratios, taus), score, out, section)
     optimizers = _ordered(ratios.columns, OPTIMIZER_ORDER)
     med = times.groupby(["dataset", "optimizer"])[["steps", "epochs", "seconds"]].median()
-    reached = times.assign(hit=np.isfinite(times["steps"])).groupby(["dataset", "optimizer"])["hit"].agg(["sum", "count"])
+    reached = (
+        times.assign(hit=np.isfinite(times["steps"])).groupby(["dataset", "optimizer"])["hit"].agg(["sum", "count"])
+    )
+
+    mixed = "hardware" in runs and runs["hardware"].nunique() > 1
 
     def cell(d, o):
         if (d, o) not in med.index:
             return "–"
         m, h = med.loc[(d, o)], reached.loc[(d, o)]
-        text = "never" if not math.isfinite(m["steps"]) else f"{m['steps']:.0f} steps, {m['seconds']:.1f} s"
+        seconds = "" if mixed else f", {m['seconds']:.1f} s"  # seconds only compare on one hardware
+        text = "never" if not math.isfinite(m["steps"]) else f"{m['steps']:.0f} steps{seconds}"
         return f"{text} ({int(h['sum'])}/{int(h['count'])})"
 
     what = "every few steps (evals.csv)" if times.attrs["fine"] else "at the end of each epoch"
     source = f"{fixed:g}% on every dataset" if fixed is not None else f"the median final accuracy of {reference}"
-    text = [f"# Time to target ({section})\n",
-            f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
-            "the target. Cells: median over seeds (steps, training seconds) and how many seeds reached it. "
-            "Ratios use steps: r = t / the fastest optimizer's t; the AlgoPerf benchmark score is the "
-            f"integral of the profile ρ(τ) = share of datasets with r ≤ τ, from 1 to {TAU_MAX:g}, over "
-            f"{TAU_MAX - 1:g} (1 = fastest everywhere).\n",
-            markdown_table(["dataset", "target"] + optimizers,
-                           [[d, f"{target_of[d]:.2f}"] + [cell(d, o) for o in optimizers] for d in sorted(target_of)]),
-            "\n## Benchmark score\n",
-            markdown_table(["optimizer", "score"], [[o, f"{score[o]:.3f}"] for o in optimizers])]
+    text = [
+        f"# Time to target ({section})\n",
+        f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
+        "the target. Cells: median over seeds (steps, training seconds) and how many seeds reached it. "
+        "Ratios use steps: r = t / the fastest optimizer's t; the AlgoPerf benchmark score is the "
+        f"integral of the profile ρ(τ) = share of datasets with r ≤ τ, from 1 to {TAU_MAX:g}, over "
+        f"{TAU_MAX - 1:g} (1 = fastest everywhere)."
+        + (" Seconds are left out: these runs ran on different hardware.\n" if mixed else "\n"),
+        markdown_table(
+            ["dataset", "target"] + optimizers,
+            [[d, f"{target_of[d]:.2f}"] + [cell(d, o) for o in optimizers] for d in sorted(target_of)],
+        ),
+        "\n## Benchmark score\n",
+        markdown_table(["optimizer", "score"], [[o, f"{score[o]:.3f}"] for o in optimizers]),
+    ]
     write_text(out / "time_to_target.md", "\n".join(text) + "\n")
-    summary = {"targets": target_of, "fine": bool(times.attrs["fine"]), "score": score.to_dict(),
-               "ratios": ratios.astype(object).where(np.isfinite(ratios), None).to_dict()}
+    summary = {
+        "targets": target_of,
+        "fine": bool(times.attrs["fine"]),
+        "score": score.to_dict(),
+        "ratios": ratios.astype(object).where(np.isfinite(ratios), None).to_dict(),
+    }
     return summary, times
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
 from .tables import markdown_table
 
@@ -32,8 +32,9 @@ GAIN_POINTS = 0.5  # tuning "matters" when it adds more than this many accuracy 
 
 def _weights(n: int) -> np.ndarray:
     """(k, i) -> P(the i-th smallest of n values is the max of k drawn without replacement), k, i = 1..n."""
-    return np.array([[(math.comb(i, k) - math.comb(i - 1, k)) / math.comb(n, k) for i in range(1, n + 1)]
-                     for k in range(1, n + 1)])
+    return np.array(
+        [[(math.comb(i, k) - math.comb(i - 1, k)) / math.comb(n, k) for i in range(1, n + 1)] for k in range(1, n + 1)]
+    )
 
 
 def expected_max(values, k: int) -> float:
@@ -62,15 +63,32 @@ def _first_k(curve: np.ndarray, level: float) -> Optional[int]:
     return int(hit[0]) + 1 if len(hit) else None
 
 
+def _k_star(curve: np.ndarray, default: float, level: float) -> Optional[int]:
+    """Random trials needed to reach ``level``: 0 when the defaults already do (ties count), None if N do not."""
+    if not math.isnan(default) and default >= level - 1e-9:
+        return 0
+    return _first_k(curve, level)
+
+
+def _readable(path: Path) -> Path:
+    """A recorded space file: as given, else relative to the checkout (run.json records it so)."""
+    return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[2] / path
+
+
 def _spaces(runs: pd.DataFrame) -> list[str]:
     import yaml
 
     lines = []
-    for opt, path in sorted(runs.dropna(subset=["search_space"]).groupby("optimizer_name")["search_space"].first().items()):
+    for opt, path in sorted(
+        runs.dropna(subset=["search_space"]).groupby("optimizer_name")["search_space"].first().items()
+    ):
         try:
-            params = yaml.safe_load(Path(path).read_text())["params"]
-            text = "; ".join(f"{n} [{s['low']:g}, {s['high']:g}] {s['scale']}"
-                             + (f" (P(0) = {s['p_zero']:g})" if s.get("p_zero") else "") for n, s in params.items())
+            params = yaml.safe_load(_readable(Path(path)).read_text())["params"]
+            text = "; ".join(
+                f"{n} [{s['low']:g}, {s['high']:g}] {s['scale']}"
+                + (f" (P(0) = {s['p_zero']:g})" if s.get("p_zero") else "")
+                for n, s in params.items()
+            )
         except (OSError, KeyError, TypeError, ValueError):
             text = "(file not readable here)"
         lines.append(f"- {opt}: `{path}`: {text}")
@@ -79,8 +97,12 @@ def _spaces(runs: pd.DataFrame) -> list[str]:
 
 def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str) -> Optional[dict]:
     """tunability.{png,md,csv} from runs with a trial index (trial 0 = defaults)."""
-    per_trial = (runs.groupby(["dataset", "optimizer_name", "trial"])["final_eval_acc"].mean()
-                 .reset_index().rename(columns={"optimizer_name": "optimizer"}))
+    per_trial = (
+        runs.groupby(["dataset", "optimizer_name", "trial"])["final_eval_acc"]
+        .mean()
+        .reset_index()
+        .rename(columns={"optimizer_name": "optimizer"})
+    )
     datasets = _ordered(per_trial["dataset"], DATASET_ORDER)
     optimizers = _ordered(per_trial["optimizer"], OPTIMIZER_ORDER)
     curves, rows = {}, []
@@ -92,9 +114,20 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
         curve = expected_max_curve(trials)
         low, high = _band(trials, seed=len(rows))
         curves[(dataset, opt)] = (curve, low, high, float(default.iloc[0]) if len(default) else math.nan)
-        rows += [{"section": section, "dataset": dataset, "optimizer": opt, "k": k + 1, "expected_max": curve[k],
-                  "low": low[k], "high": high[k], "default": curves[(dataset, opt)][3], "trials": len(trials)}
-                 for k in range(len(trials))]
+        rows += [
+            {
+                "section": section,
+                "dataset": dataset,
+                "optimizer": opt,
+                "k": k + 1,
+                "expected_max": curve[k],
+                "low": low[k],
+                "high": high[k],
+                "default": curves[(dataset, opt)][3],
+                "trials": len(trials),
+            }
+            for k in range(len(trials))
+        ]
     if not rows:
         return None
     table = pd.DataFrame(rows)
@@ -109,33 +142,73 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
             if (dataset, opt) not in curves:
                 continue
             curve, _, _, default = curves[(dataset, opt)]
-            k = _first_k(curve, ref[3]) if ref is not None and opt != candidate else None
+            k = _k_star(curve, default, ref[3]) if ref is not None and opt != candidate else None
             kstar[(dataset, opt)] = k
-            summary_rows.append([dataset, opt, _pct(default), _pct(curve[0]), _pct(curve[min(3, len(curve) - 1)]),
-                                 _pct(curve[-1]), f"{curve[-1] - default:+.2f}",
-                                 "–" if opt == candidate or ref is None else (str(k) if k else f"> {len(curve)}")])
+            summary_rows.append(
+                [
+                    dataset,
+                    opt,
+                    _pct(default),
+                    _pct(curve[0]),
+                    _pct(curve[3]) if len(curve) >= 4 else "–",  # fewer than 4 trials: no best of 4
+                    _pct(curve[-1]),
+                    f"{curve[-1] - default:+.2f}",
+                    "–" if opt == candidate or ref is None else (str(k) if k is not None else f"> {len(curve)}"),
+                ]
+            )
     self_tuned = _self_tuning(per_trial)
-    text = [f"# Tunability ({section}): validation accuracy (%)\n",
-            "Trial 0 is each optimizer's default configuration; trials 1..N are points of its declared search "
-            "space (scrambled Sobol). E[best of k]: the expected best validation accuracy after k random trials "
-            "(exact estimator over all size-k subsets, Dodge et al. 2019); `tunability.png` shows it for every k "
-            f"with a bootstrap band ({N_BOOT} resamples of the trials) and each default as a dashed line. "
-            f"k*: the trials a baseline needs to match {candidate}'s defaults. "
-            f"Trials per optimizer: {', '.join(f'{o} {int(n)}' for o, n in budgets.items())}"
-            + (" (equal)." if budgets.nunique() == 1 else " (**unequal budgets**)."),
-            "", markdown_table(["dataset", "optimizer", "default", "E[best of 1]", "E[best of 4]", "best of N",
-                                "tuning gain", f"k* (to {candidate}'s default)"], summary_rows),
-            "\n## Self-tuning (one configuration for every dataset, AlgoPerf style)\n",
-            "For each optimizer, the trial with the best mean validation rank across the datasets, against "
-            "per-dataset tuning (best of N on each dataset) and the defaults.\n",
-            markdown_table(["optimizer", "chosen trial", "dataset", "defaults", "self-tuned", "per-dataset tuned"],
-                           [[r["optimizer"], r["trial"], r["dataset"], _pct(r["default"]), _pct(r["self_tuned"]),
-                             _pct(r["per_dataset"])] for r in self_tuned]),
-            "\n## Search spaces\n", *_spaces(runs),
-            "\n## Verdict on \"hyperparameter-free\"\n", _verdict(curves, kstar, candidate, datasets, optimizers)]
+    text = [
+        f"# Tunability ({section}): validation accuracy (%)\n",
+        "Trial 0 is each optimizer's default configuration; trials 1..N are points of its declared search "
+        "space (scrambled Sobol). E[best of k]: the expected best validation accuracy after k random trials "
+        "(exact estimator over all size-k subsets, Dodge et al. 2019); `tunability.png` shows it for every k "
+        f"with a bootstrap band ({N_BOOT} resamples of the trials) and each default as a dashed line. "
+        f"k*: the random trials a baseline needs to match {candidate}'s defaults (0: its own defaults already do; "
+        "ties count as a match). "
+        f"Trials per optimizer: {', '.join(f'{o} {int(n)}' for o, n in budgets.items())}"
+        + (" (equal)." if budgets.nunique() == 1 else " (**unequal budgets**)."),
+        "",
+        markdown_table(
+            [
+                "dataset",
+                "optimizer",
+                "default",
+                "E[best of 1]",
+                "E[best of 4]",
+                "best of N",
+                "tuning gain",
+                f"k* (to {candidate}'s default)",
+            ],
+            summary_rows,
+        ),
+        "\n## Self-tuning (one configuration for every dataset, AlgoPerf style)\n",
+        "For each optimizer, the trial with the best mean validation rank across the datasets, against "
+        "per-dataset tuning (best of N on each dataset) and the defaults.\n",
+        markdown_table(
+            ["optimizer", "chosen trial", "dataset", "defaults", "self-tuned", "per-dataset tuned"],
+            [
+                [
+                    r["optimizer"],
+                    r["trial"],
+                    r["dataset"],
+                    _pct(r["default"]),
+                    _pct(r["self_tuned"]),
+                    _pct(r["per_dataset"]),
+                ]
+                for r in self_tuned
+            ],
+        ),
+        "\n## Search spaces\n",
+        *_spaces(runs),
+        '\n## Verdict on "hyperparameter-free"\n',
+        _verdict(curves, kstar, candidate, datasets, optimizers),
+    ]
     write_text(out / "tunability.md", "\n".join(text) + "\n")
-    return {"curves": table.to_dict(orient="records"), "kstar": {f"{d}/{o}": k for (d, o), k in kstar.items()},
-            "self_tuning": self_tuned}
+    return {
+        "curves": table.to_dict(orient="records"),
+        "kstar": {f"{d}/{o}": k for (d, o), k in kstar.items()},
+        "self_tuning": self_tuned,
+    }
 
 
 def _pct(v: float) -> str:
@@ -151,40 +224,67 @@ def _self_tuning(per_trial: pd.DataFrame) -> list[dict]:
             continue
         chosen = int(searched.rank(ascending=False).mean(axis=1).idxmin())
         for dataset in wide.columns:
-            out.append({"optimizer": opt, "trial": chosen, "dataset": dataset,
-                        "default": float(wide.loc[0, dataset]) if 0 in wide.index else math.nan,
-                        "self_tuned": float(wide.loc[chosen, dataset]),
-                        "per_dataset": float(searched[dataset].max())})
+            out.append(
+                {
+                    "optimizer": opt,
+                    "trial": chosen,
+                    "dataset": dataset,
+                    "default": float(wide.loc[0, dataset]) if 0 in wide.index else math.nan,
+                    "self_tuned": float(wide.loc[chosen, dataset]),
+                    "per_dataset": float(searched[dataset].max()),
+                }
+            )
     return out
 
 
 def _verdict(curves, kstar, candidate, datasets, optimizers) -> str:
     lines = []
     gains = {d: curves[(d, candidate)][0][-1] - curves[(d, candidate)][3] for d in datasets if (d, candidate) in curves}
+    gains = {d: g for d, g in gains.items() if not math.isnan(g)}
     if gains:
+        each = ", ".join(f"{d} {g:+.2f}" for d, g in gains.items())
         worst = max(gains, key=gains.get)
         if gains[worst] > GAIN_POINTS:
-            lines.append(f"- Tuning {candidate} itself pays: its best of N beats its defaults by {gains[worst]:.2f} "
-                         f"points on {worst} (on every dataset: "
-                         + ", ".join(f"{d} {g:+.2f}" for d, g in gains.items())
-                         + "). Its defaults are not the end of the road, so **it is not hyperparameter-free here**.")
+            lines.append(
+                f"- Tuning {candidate} itself pays: its best of N beats its defaults by {gains[worst]:.2f} "
+                f"points on {worst} (best of N minus defaults: {each}). Its defaults are not the end of the "
+                "road, so **it is not hyperparameter-free here**."
+            )
+        elif gains[worst] > 0:
+            lines.append(
+                f"- Tuning {candidate} adds at most {gains[worst]:.2f} points over its defaults ({each}): its "
+                "defaults are close to its best in this space."
+            )
         else:
-            lines.append(f"- Tuning {candidate} adds at most {gains[worst]:.2f} points over its defaults "
-                         f"({', '.join(f'{d} {g:+.2f}' for d, g in gains.items())}): its defaults are close to its "
-                         "best in this space.")
+            lines.append(
+                f"- No trial of {candidate} beats its defaults: its best of N is at or below them on every "
+                f"dataset ({each})."
+            )
     for opt in optimizers:
         if opt == candidate:
             continue
         ks = {d: kstar.get((d, opt)) for d in datasets if (d, opt) in curves and (d, candidate) in curves}
         if not ks:
             continue
-        fast = [d for d, k in ks.items() if k is not None and k <= 4]
-        lines.append(f"- {opt} needs k* = " + ", ".join(f"{d} {k if k else 'more than N'}" for d, k in ks.items())
-                     + f" random trials to match {candidate}'s defaults"
-                     + (f"; within 4 trials on {', '.join(fast)}: a small tuning budget erases the default advantage there."
-                        if fast else "."))
-    lines.append(f"- \"Hyperparameter-free\" would mean {candidate}'s defaults match what tuning finds, for it and for "
-                 "its rivals. The evidence is the rows above: the tuning gain of each optimizer and k*.")
+        already = [d for d, k in ks.items() if k == 0]
+        fast = [d for d, k in ks.items() if k is not None and 0 < k <= 4]
+        n = {d: len(curves[(d, opt)][0]) for d in ks}
+        text = ", ".join(
+            f"{d} {'0 (its defaults already do)' if k == 0 else k if k else f'more than {n[d]}'}" for d, k in ks.items()
+        )
+        tail = []
+        if already:
+            tail.append(f"its defaults already match {candidate}'s on {', '.join(already)}")
+        if fast:
+            tail.append(f"within 4 trials on {', '.join(fast)}: a small tuning budget erases the default advantage")
+        lines.append(
+            f"- {opt} needs k* = {text} random trials to match {candidate}'s defaults"
+            + ("; " + "; ".join(tail) + "." if tail else ".")
+        )
+    lines.append(
+        f'- "Hyperparameter-free" would mean {candidate}\'s defaults match what tuning finds, for it and for '
+        "its rivals. The evidence is the rows above: the tuning gain of each optimizer and k*."
+    )
     return "\n".join(lines)
 
 
@@ -213,5 +313,11 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
         ax.set_ylabel("expected best validation accuracy (%)")
         ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3, which="both")
-    _finish_grid(fig, axes, len(datasets), cols, f"Tunability ({section}); dashed: each optimizer's defaults",
-                 [out / "tunability.png"])
+    _finish_grid(
+        fig,
+        axes,
+        len(datasets),
+        cols,
+        f"Tunability ({section}); dashed: each optimizer's defaults",
+        [out / "tunability.png"],
+    )

@@ -9,9 +9,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..io import write_text
+from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
 from .figures import _colours, _finish_grid, _grid
+from .paths import shown_path
 from .stats import paired_stats
 from .tables import _num, _wide, code_versions_note, final_table, markdown_table
 
@@ -39,18 +40,28 @@ def lr_robustness(lrs, accs, within: float = WITHIN_POINTS) -> dict:
 
     lo, cut_lo = edge(-1)
     hi, cut_hi = edge(+1)
-    return {"best_lr": float(10 ** x[b]), "best_acc": float(y[b]), "low_lr": float(10 ** lo),
-            "high_lr": float(10 ** hi), "width_decades": float(hi - lo), "truncated": bool(cut_lo or cut_hi)}
+    return {
+        "best_lr": float(10 ** x[b]),
+        "best_acc": float(y[b]),
+        "low_lr": float(10**lo),
+        "high_lr": float(10**hi),
+        "width_decades": float(hi - lo),
+        "truncated": bool(cut_lo or cut_hi),
+    }
 
 
 def sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean final accuracy per (dataset, optimizer, lr) for optimizers run at 3 or more lrs."""
     base = runs[runs["tuned_from"].isna()] if "tuned_from" in runs else runs
     # only runs that differ from the optimizer's defaults in the lr alone
-    plain = [label == name or label.startswith(f"{name}_lr=") and "," not in label
-             for label, name in zip(base["optimizer"], base["optimizer_name"])]
+    plain = [
+        label == name or label.startswith(f"{name}_lr=") and "," not in label
+        for label, name in zip(base["optimizer"], base["optimizer_name"])
+    ]
     base = base[plain]
-    curves = base.groupby(["dataset", "optimizer_name", "lr"])["final_eval_acc"].agg(["mean", "std", "count"]).reset_index()
+    curves = (
+        base.groupby(["dataset", "optimizer_name", "lr"])["final_eval_acc"].agg(["mean", "std", "count"]).reset_index()
+    )
     counts = curves.groupby(["dataset", "optimizer_name"])["lr"].transform("count")
     return curves[counts >= 3]
 
@@ -74,26 +85,54 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
             std = c["std"].fillna(0.0)
             ax.plot(c["lr"], c["mean"], "o-", color=colour[opt], label=opt, lw=1.6, ms=4)
             ax.fill_between(c["lr"], c["mean"] - std, c["mean"] + std, color=colour[opt], alpha=0.18, lw=0)
-            robust.append({"dataset": dataset, "optimizer": opt, "lrs": int(len(c)),
-                           "seeds": int(c["count"].min()), **lr_robustness(c["lr"].to_numpy(), c["mean"].to_numpy())})
+            robust.append(
+                {
+                    "dataset": dataset,
+                    "optimizer": opt,
+                    "lrs": int(len(c)),
+                    "seeds": int(c["count"].min()),
+                    **lr_robustness(c["lr"].to_numpy(), c["mean"].to_numpy()),
+                }
+            )
         ax.set_xscale("log")
         ax.set_title(dataset, fontsize=11)
         ax.set_xlabel("learning rate (log)")
         ax.set_ylabel("final eval accuracy (%)")
         ax.grid(True, alpha=0.3, which="both")
-    _finish_grid(fig, axes, len(datasets), cols, f"Learning-rate sensitivity ({protocol}): mean ± std over seeds",
-                 [out / "lr_sensitivity.png"])
+    _finish_grid(
+        fig,
+        axes,
+        len(datasets),
+        cols,
+        f"Learning-rate sensitivity ({protocol}): mean ± std over seeds",
+        [out / "lr_sensitivity.png"],
+    )
 
     df = pd.DataFrame(robust)
-    rows = [[r.dataset, r.optimizer, r.lrs, r.seeds, f"{r.best_lr:.3g}", f"{r.best_acc:.2f}",
-             f"{r.low_lr:.3g} – {r.high_lr:.3g}", ("≥ " if r.truncated else "") + f"{r.width_decades:.2f}"]
-            for r in df.itertuples()]
-    text = [f"# Learning-rate sensitivity ({protocol})\n",
-            f"Robustness: the width, in decades, of the lr interval around each optimizer's best lr where "
-            f"its mean accuracy stays within {WITHIN_POINTS:g} point of that best (linear interpolation in "
-            "log lr between grid points; ≥ where the interval reaches the end of the grid).\n",
-            markdown_table(["dataset", "optimizer", "lrs", "seeds", "best lr", "best acc", "within 1 point",
-                            "width (decades)"], rows), "\n## Verdict\n", _verdict(df, candidate)]
+    rows = [
+        [
+            r.dataset,
+            r.optimizer,
+            r.lrs,
+            r.seeds,
+            f"{r.best_lr:.3g}",
+            f"{r.best_acc:.2f}",
+            f"{r.low_lr:.3g} – {r.high_lr:.3g}",
+            ("≥ " if r.truncated else "") + f"{r.width_decades:.2f}",
+        ]
+        for r in df.itertuples()
+    ]
+    text = [
+        f"# Learning-rate sensitivity ({protocol})\n",
+        f"Robustness: the width, in decades, of the lr interval around each optimizer's best lr where "
+        f"its mean accuracy stays within {WITHIN_POINTS:g} point of that best (linear interpolation in "
+        "log lr between grid points; ≥ where the interval reaches the end of the grid).\n",
+        markdown_table(
+            ["dataset", "optimizer", "lrs", "seeds", "best lr", "best acc", "within 1 point", "width (decades)"], rows
+        ),
+        "\n## Verdict\n",
+        _verdict(df, candidate),
+    ]
     write_text(out / "lr_sensitivity.md", "\n".join(text) + "\n")
     return robust
 
@@ -105,11 +144,18 @@ def _verdict(df: pd.DataFrame, candidate: str) -> str:
     lines = []
     for other in [o for o in _ordered(med.index, OPTIMIZER_ORDER) if o != candidate]:
         gap = med[candidate] - med[other]
-        word = ("less sensitive to the lr than" if gap > 0.25 else "more sensitive to the lr than" if gap < -0.25
-                else "about as sensitive to the lr as")
-        lines.append(f"- {candidate} stays within {WITHIN_POINTS:g} point of its best over {med[candidate]:.2f} "
-                     f"decades of lr (median over datasets) against {med[other]:.2f} for {other}: "
-                     f"**{word} {other}** (differences under 0.25 decades count as equal).")
+        word = (
+            "less sensitive to the lr than"
+            if gap > 0.25
+            else "more sensitive to the lr than"
+            if gap < -0.25
+            else "about as sensitive to the lr as"
+        )
+        lines.append(
+            f"- {candidate} stays within {WITHIN_POINTS:g} point of its best over {med[candidate]:.2f} "
+            f"decades of lr (median over datasets) against {med[other]:.2f} for {other}: "
+            f"**{word} {other}** (differences under 0.25 decades count as equal)."
+        )
     if df["truncated"].any():
         lines.append("- Some intervals reach the end of the lr grid (marked ≥): those widths are lower bounds.")
     return "\n".join(lines)
@@ -125,25 +171,32 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
     lrs = tuned.groupby(["dataset", "optimizer"])["lr"].first()
     table["lr"] = [lrs[(d, o)] for d, o in zip(table["dataset"], table["optimizer"])]
     datasets, optimizers, cells = _wide(table, ("**", "**"))
-    cells = [[f"{c} @ lr {lrs.get((d, o), float('nan')):.3g}" if c != "–" else c for c, o in zip(row, optimizers)]
-             for d, row in zip(datasets, cells)]
-    source = sorted(tuned["tuned_from"].unique())
+    cells = [
+        [f"{c} @ lr {lrs.get((d, o), float('nan')):.3g}" if c != "–" else c for c, o in zip(row, optimizers)]
+        for d, row in zip(datasets, cells)
+    ]
+    files = sorted(tuned["tuned_from"].unique())
+    source = [shown_path(f) for f in files]
     meta = {}
     try:
-        meta = json.loads(Path(source[0]).read_text())
+        meta = json.loads(Path(files[0]).read_text())
     except (OSError, ValueError):
         pass
     st = paired_stats(tuned, candidate)
     write_text(out / "tuned_table.csv", table.to_csv(index=False))
     cols = ["dataset", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_ttest_holm", "p_wilcoxon_holm", "outcome"]
-    text = ["# Tuned comparison: test accuracy (%) at each optimizer's chosen configuration (its lr shown)\n",
-            f"Chosen from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
-            f"Tuning seeds {meta.get('tuning_seeds', '?')}; re-run seeds {meta.get('rerun_seeds', '?')} (disjoint). "
-            f"Equal budget for every optimizer: {meta.get('equal_budget', '?')}. "
-            f"{code_versions_note(tuned['code_version'])}\n",
-            markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, cells)])]
+    text = [
+        "# Tuned comparison: test accuracy (%) at each optimizer's chosen configuration (its lr shown)\n",
+        f"Chosen from {', '.join(source)}. Selection rule: {meta.get('rule', 'see that file')}. "
+        f"Tuning seeds {meta.get('tuning_seeds', '?')}; re-run seeds {meta.get('rerun_seeds', '?')} (disjoint). "
+        f"Equal budget for every optimizer: {meta.get('equal_budget', '?')}. "
+        f"{code_versions_note(tuned['code_version'])}\n",
+        markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, cells)]),
+    ]
     if not st.empty:
-        text += [f"\n## {candidate} vs each baseline at their chosen configurations (paired by seed)\n",
-                 markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in st.itertuples()])]
+        text += [
+            f"\n## {candidate} vs each baseline at their chosen configurations (paired by seed)\n",
+            markdown_table(cols, [[_num(getattr(r, c)) for c in cols] for r in st.itertuples()]),
+        ]
     write_text(out / "tuned_table.md", "\n".join(text) + "\n")
     return {"table": table.to_dict(orient="records"), "stats": st.to_dict(orient="records"), "source": source}

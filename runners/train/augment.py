@@ -30,8 +30,10 @@ def resolve_augment(augment: str, dataset: str) -> tuple[str, Optional[str]]:
     if augment == "auto":
         return ("crop" if dataset in NO_FLIP_DATASETS else "crop_flip"), None
     if augment == "crop_flip" and dataset in NO_FLIP_DATASETS:
-        return augment, (f"data.augment=crop_flip on {dataset}: horizontal flips turn digits, characters or "
-                         "signs into other symbols; data.augment=crop (or auto) avoids that")
+        return augment, (
+            f"data.augment=crop_flip on {dataset}: horizontal flips turn digits, characters or "
+            "signs into other symbols; data.augment=crop (or auto) avoids that"
+        )
     return augment, None
 
 
@@ -57,8 +59,12 @@ class EpochAugmenter:
         padded = F.pad(x, (PAD, PAD, PAD, PAD), value=-1.0)
         rows = (offsets[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B,1,H,1)
         cols = (offsets[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B,1,1,W)
-        out = padded[torch.arange(b, device=x.device)[:, None, None, None],
-                     torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+        out = padded[
+            torch.arange(b, device=x.device)[:, None, None, None],
+            torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+            rows,
+            cols,
+        ]
         if flips is not None:
             out = torch.where(flips[:, None, None, None], out.flip(3), out)
         return out

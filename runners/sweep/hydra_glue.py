@@ -8,6 +8,7 @@ the sweep ends, prints one line per failed run and exits non-zero if any failed.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .io import write_json
+from ..atomic import write_json
 from .progress import SweepProgress, show_progress, sweep_size
 
 
@@ -52,11 +53,13 @@ class SweepSummary(Callback):
         if target.endswith("BasicLauncher"):
             self.progress = SweepProgress(sweep_size(config), show_progress(config.trainer.get("progress", "auto")))
         if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
-            print("Slurm launcher requested (hydra/launcher=slurm) but `sbatch` is not on PATH. Install Slurm "
-                  "(Debian: apt-get install slurm-wlm munge; for a local test cluster: "
-                  "eval \"$(scripts/slurm_local.sh start)\"), or pick another launcher: "
-                  "hydra/launcher=local (submitit on this machine) or drop the option (in-process).",
-                  file=sys.stderr)
+            print(
+                "Slurm launcher requested (hydra/launcher=slurm) but `sbatch` is not on PATH. Install Slurm "
+                "(Debian: apt-get install slurm-wlm munge; for a local test cluster: "
+                'eval "$(scripts/slurm_local.sh start)"), or pick another launcher: '
+                "hydra/launcher=local (submitit on this machine) or drop the option (in-process).",
+                file=sys.stderr,
+            )
             sys.exit(2)
 
     def on_job_start(self, config, **kwargs) -> None:
@@ -64,7 +67,9 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.progress is not None:
-            self.progress.update(job_status(job_return), time.monotonic() - self._job_start if self._job_start else None)
+            self.progress.update(
+                job_status(job_return), time.monotonic() - self._job_start if self._job_start else None
+            )
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if self.progress is not None:
@@ -81,18 +86,24 @@ class SweepSummary(Callback):
                 if r["status"] == kind:
                     print(f"  {kind} {r['run_dir']}" + (f": {r['error']}" if r.get("error") else ""), file=sys.stderr)
         if counts["stale"]:
-            print(f"{counts['stale']} finished run(s) came from other code and were kept, not re-run; "
-                  "add rerun=stale to the same command to re-run them", file=sys.stderr)
+            print(
+                f"{counts['stale']} finished run(s) came from other code and were kept, not re-run; "
+                "add rerun=stale to the same command to re-run them",
+                file=sys.stderr,
+            )
         if self.report:
-            from .report import ReportError, build_report
+            from ..report import ReportError, build_report
 
             out = Path(config.results_dir) / "report"
             try:
-                build_report(Path(config.results_dir), out, command="end of sweep (runners.hydra_glue)")
+                command = shlex.join(["python", "run.py", "-m", *config.hydra.overrides.task])
+                build_report(Path(config.results_dir), out, command=command)
                 print(f"report written to {out}")
             except ReportError as err:
                 print(f"no report: {err}", file=sys.stderr)
         if failed:
-            print(f"{len(failed)} run(s) failed; re-launch the same sweep to retry them "
-                  "(finished runs are skipped)", file=sys.stderr)
+            print(
+                f"{len(failed)} run(s) failed; re-launch the same sweep to retry them (finished runs are skipped)",
+                file=sys.stderr,
+            )
             sys.exit(1)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["RunLock", "HEARTBEAT_S", "STALE_AFTER_S"]
+__all__ = ["RunLock", "LockLost", "HEARTBEAT_S", "STALE_AFTER_S"]
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # another host's lock is stale after this long without a heartbeat
@@ -43,12 +43,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class LockLost(RuntimeError):
+    """Another process took the run over: its owner must stop writing to the folder."""
+
+
 class RunLock:
     def __init__(self, run_dir: Path, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
         self.path = Path(run_dir) / "LOCK"
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
-        self.owner = {"host": platform.node(), "pid": os.getpid(), "token": secrets.token_hex(8),
-                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.owner = {
+            "host": platform.node(),
+            "pid": os.getpid(),
+            "token": secrets.token_hex(8),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.took_over: Optional[dict] = None  # the previous owner, when its lock was stale
@@ -94,8 +102,26 @@ class RunLock:
             return record
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):  # being written right now, or garbage
-            return {"host": "?", "pid": -1, "token": "?", "age_s": 0.0}
+        except (OSError, ValueError):  # being written right now, or its creator died before writing it
+            try:  # aged by the file itself, so an empty LOCK left by a dead creator goes stale too
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                age = 0.0
+            return {"host": "?", "pid": -1, "token": "?", "age_s": age}
+
+    def held(self) -> bool:
+        """Whether this owner still holds the lock (False once another process took it over)."""
+        current = self.holder()
+        return current is not None and current.get("token") == self.owner["token"]
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` unless this owner still holds the lock: call before every write."""
+        if not self.held():
+            now = self.holder() or {}
+            raise LockLost(
+                f"{self.path.parent} was taken over by {now.get('host')} pid {now.get('pid')}; "
+                "this process stopped writing to it"
+            )
 
     def __enter__(self):
         return self
@@ -131,9 +157,13 @@ class RunLock:
         def beat():
             while not self._stop.wait(self.heartbeat_s):
                 try:
+                    if json.loads(self.path.read_text()).get("token") != self.owner["token"]:
+                        return  # taken over: never refresh another owner's lock
                     os.utime(self.path)
                 except FileNotFoundError:
                     return
+                except (OSError, ValueError):
+                    continue  # NFS ESTALE, EIO, a half-read file: a passing fault; the next beat tries again
 
         self._stop.clear()
         self._thread = threading.Thread(target=beat, name=f"heartbeat:{self.path}", daemon=True)

@@ -1,6 +1,6 @@
 """Fair tuning: pick each optimizer's configuration on validation accuracy, then re-run it with fresh seeds.
 
-    python -m runners.tune <results_dir> [--rerun-seeds 3] [--run]
+    python -m runners.tuning <results_dir> [--rerun-seeds 3] [--run]
 
 Reads the complete runs of ``results_dir`` that were evaluated on a validation split (the ``tuned``
 protocol: ``+experiment=lr_sensitivity`` grids or ``+experiment=tunability`` trials), and for every
@@ -17,6 +17,7 @@ launches it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -26,15 +27,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from models import ModelConfig
 from thermolion import OPTIMIZERS, get_spec
 
-from .io import write_json
-from .report import ReportError, collect_runs
+from ..atomic import write_json
+from ..report import ReportError, collect_runs
+from ..report.paths import shown_command
+from ..train.data import DataConfig
+from ..train.loop import TrainerConfig
 
 __all__ = ["select_configs", "rerun_seeds", "main"]
 
-RULE = ("highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the configuration whose lr "
-        "is closest to the optimizer's default on a log scale, then to the smaller lr, then to the lower trial index")
+RULE = (
+    "highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the configuration whose lr "
+    "is closest to the optimizer's default on a log scale, then to the smaller lr, then to the lower trial index"
+)
 
 
 def _tuning_runs(results_dir: Path) -> pd.DataFrame:
@@ -43,36 +50,74 @@ def _tuning_runs(results_dir: Path) -> pd.DataFrame:
         raise ReportError(f"no complete runs under {results_dir}")
     runs = runs[runs["eval_split"] == "val"]  # validation-evaluated runs only: never the test split
     if runs.empty:
-        raise ReportError(f"no runs evaluated on a validation split under {results_dir}; "
-                          "run the tuning sweep first: python run.py +experiment=lr_sensitivity")
+        raise ReportError(
+            f"no runs evaluated on a validation split under {results_dir}; "
+            "run the tuning sweep first: python run.py +experiment=lr_sensitivity"
+        )
     return runs
 
 
 def select_configs(runs: pd.DataFrame) -> dict:
     """Choices per (settings section, dataset, optimizer) from validation-evaluated runs."""
     chosen, budget, table = {}, {}, []
-    runs = runs.assign(trial=runs["trial"].fillna(0) if "trial" in runs else 0)
+    if "trial" not in runs:  # lr grids have no trials
+        runs = runs.assign(trial=math.nan)
     if "optimizer_config" not in runs:  # configurations that differ in the lr alone
         runs = runs.assign(optimizer_config=runs["lr"].map(lambda lr: json.dumps({"lr": lr})))
     for (section, dataset, opt), g in runs.groupby(["protocol", "dataset", "optimizer_name"]):
         default = get_spec(opt).defaults["lr"] if opt in OPTIMIZERS else float(g["lr"].median())
-        per = (g.groupby("optimizer_config").agg(mean=("final_eval_acc", "mean"), std=("final_eval_acc", "std"),
-                                                 count=("final_eval_acc", "count"), lr=("lr", "first"),
-                                                 trial=("trial", "min")).reset_index())
+        per = (
+            g.groupby("optimizer_config")
+            .agg(
+                mean=("final_eval_acc", "mean"),
+                std=("final_eval_acc", "std"),
+                count=("final_eval_acc", "count"),
+                lr=("lr", "first"),
+                trial=("trial", "min"),
+            )
+            .reset_index()
+        )
         best = per["mean"].max()
         ties = per[per["mean"] >= best - 1e-9].copy()
         ties["distance"] = (ties["lr"].apply(math.log10) - math.log10(default)).abs()
         pick = ties.sort_values(["distance", "lr", "trial"]).iloc[0]
         config = {k: v for k, v in json.loads(pick["optimizer_config"]).items() if k != "_target_"}
-        chosen.setdefault(dataset, {})[opt] = {"lr": float(pick["lr"]), "config": config, "trial": int(pick["trial"]),
-                                               "val_acc_mean": float(pick["mean"]), "section": section,
-                                               "tied": int(len(ties))}
+        chosen.setdefault(dataset, {})[opt] = {
+            "lr": float(pick["lr"]),
+            "config": config,
+            "trial": None if math.isnan(pick["trial"]) else int(pick["trial"]),
+            "val_acc_mean": float(pick["mean"]),
+            "section": section,
+            "tied": int(len(ties)),
+        }
         budget.setdefault(dataset, {})[opt] = {"configs": int(len(per)), "runs": int(len(g))}
         for r in per.itertuples():
-            table.append({"section": section, "dataset": dataset, "optimizer": opt, "lr": r.lr, "trial": r.trial,
-                          "config": r.optimizer_config, "val_acc_mean": r.mean, "val_acc_std": r.std,
-                          "seeds": r.count, "chosen": r.optimizer_config == pick["optimizer_config"]})
+            table.append(
+                {
+                    "section": section,
+                    "dataset": dataset,
+                    "optimizer": opt,
+                    "lr": r.lr,
+                    "trial": r.trial,
+                    "config": r.optimizer_config,
+                    "val_acc_mean": r.mean,
+                    "val_acc_std": r.std,
+                    "seeds": r.count,
+                    "chosen": r.optimizer_config == pick["optimizer_config"],
+                }
+            )
     return {"chosen": chosen, "budget": budget, "table": table}
+
+
+def setting_override(setting: str) -> str:
+    """A run folder's ``key=value`` setting as the command-line override that sets it."""
+    key = setting.partition("=")[0]
+    if key == "model":
+        return setting  # the config group
+    for prefix, cls in (("data.", DataConfig), ("trainer.", TrainerConfig), ("model.", ModelConfig)):
+        if key in {f.name for f in dataclasses.fields(cls)}:
+            return prefix + setting
+    raise ValueError(f"unknown run setting {setting!r} in a results folder's name")
 
 
 def rerun_seeds(tuning_seeds, n: int) -> list[int]:
@@ -82,12 +127,14 @@ def rerun_seeds(tuning_seeds, n: int) -> list[int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runners.tune", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m runners.tuning", description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
     ap.add_argument("--rerun-seeds", type=int, default=3, help="how many fresh seeds to re-run (default 3)")
     ap.add_argument("--out", type=Path, default=None, help="default: <results_dir>/tuning/chosen_lrs.json")
     ap.add_argument("--run", action="store_true", help="launch the re-run sweep")
     args = ap.parse_args(argv)
+    if args.rerun_seeds < 1:
+        ap.error(f"--rerun-seeds must be >= 1 (how many fresh seeds re-run each choice), got {args.rerun_seeds}")
     try:
         runs = _tuning_runs(args.results_dir)
     except ReportError as err:
@@ -105,18 +152,34 @@ def main(argv=None) -> int:
         print(f"tune: the tuning runs mix settings {sections}; tune each results folder separately", file=sys.stderr)
         return 2
     extra = [kv for kv in settings[0].split(",") if kv] if settings[0] else []
-    overrides = [("data." if k.split("=")[0] in ("train_subset", "image_size", "label_noise", "val_fraction",
-                                                   "test_fraction") else "trainer.") + k for k in extra
-                 if not k.startswith("eval_split")]
-    command = ["python", "run.py", "-m", "protocol=rigorous", f"tuned_lrs={out}", f"results_dir={args.results_dir}",
-               "optimizer=" + ",".join(sorted(runs["optimizer_name"].unique())),
-               "dataset=" + ",".join(sorted(runs["dataset"].unique())),
-               "seed=" + ",".join(map(str, seeds)), *overrides]
-    write_json(out, {"rule": RULE, "tuning_seeds": tuning_seeds, "rerun_seeds": seeds,
-                     "equal_budget": len(sizes) == 1, "rerun_command": shlex.join(command), **sel})
+    overrides = [setting_override(k) for k in extra if not k.startswith("eval_split")]
+    command = [
+        "python",
+        "run.py",
+        "-m",
+        "protocol=rigorous",
+        f"tuned_lrs={out}",
+        f"results_dir={args.results_dir}",
+        "optimizer=" + ",".join(sorted(runs["optimizer_name"].unique())),
+        "dataset=" + ",".join(sorted(runs["dataset"].unique())),
+        "seed=" + ",".join(map(str, seeds)),
+        *overrides,
+    ]
+    write_json(
+        out,
+        {
+            "rule": RULE,
+            "tuning_seeds": tuning_seeds,
+            "rerun_seeds": seeds,
+            "equal_budget": len(sizes) == 1,
+            "rerun_command": shown_command(shlex.join(command)),
+            **sel,
+        },
+    )
     for dataset, per in sel["chosen"].items():
         for opt, c in per.items():
-            print(f"{dataset:13s} {opt:20s} lr {c['lr']:.3g} trial {c['trial']}  (val acc {c['val_acc_mean']:.2f}%)")
+            trial = f" trial {c['trial']}" if c["trial"] is not None else ""
+            print(f"{dataset:13s} {opt:20s} lr {c['lr']:.3g}{trial}  (val acc {c['val_acc_mean']:.2f}%)")
     if len(sizes) != 1:
         print(f"tune: warning: unequal tuning budgets {sorted(sizes)} (configurations, runs)", file=sys.stderr)
     print(f"wrote {out}\nre-run: {shlex.join(command)}")

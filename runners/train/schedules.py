@@ -17,7 +17,9 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, S
 __all__ = ["build_schedule"]
 
 
-def build_schedule(optimizer: Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0) -> Optional[LRScheduler]:
+def build_schedule(
+    optimizer: Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0
+) -> Optional[LRScheduler]:
     """The scheduler to ``step()`` after every optimizer step, or None for a constant rate."""
     if schedule == "constant":
         return None
@@ -25,8 +27,9 @@ def build_schedule(optimizer: Optimizer, schedule: str, total_steps: int, warmup
         return CosineAnnealingLR(optimizer, T_max=total_steps)
     if schedule == "warmup_cosine":
         if not 0 < warmup_steps < total_steps:
-            raise ValueError(f"trainer.warmup_steps={warmup_steps} must be between 1 and the run's "
-                             f"{total_steps} steps - 1")
+            raise ValueError(
+                f"trainer.warmup_steps={warmup_steps} must be between 1 and the run's {total_steps} steps - 1"
+            )
         warmup = LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0, total_iters=warmup_steps)
         decay = CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps)
         return SequentialLR(optimizer, [warmup, decay], milestones=[warmup_steps])

@@ -1,6 +1,6 @@
 """Declared hyperparameter search spaces and the trials drawn from them (AlgoPerf-style external tuning).
 
-A space is a YAML file (conf/search_space/<name>.yaml)::
+A space is a YAML file (conf/search_spaces/<name>.yaml)::
 
     optimizer: adamw            # the optimizer it tunes (registry name or plug-in name)
     params:
@@ -29,9 +29,9 @@ from typing import Any, Optional
 
 import yaml
 
-__all__ = ["SearchSpaceError", "SCALES", "load_space", "space_path", "trial_values", "apply_values"]
+__all__ = ["SearchSpaceError", "SCALES", "load_space", "space_path", "recorded_path", "trial_values", "apply_values"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCALES = ("log", "linear", "one_minus_log")
 _KEYS = {"low", "high", "scale", "p_zero"}
 
@@ -41,11 +41,23 @@ class SearchSpaceError(ValueError):
 
 
 def space_path(search_space: Optional[str], optimizer: str) -> Path:
-    """A space by file path, or by name under conf/search_space/ (default: the optimizer's name)."""
-    name = search_space or optimizer
-    if name.endswith((".yaml", ".yml")) or "/" in name:
-        return Path(name)
-    return ROOT / "conf" / "search_space" / f"{name}.yaml"
+    """A space by file path, or by name under conf/search_spaces/ (default: the optimizer's name).
+
+    A relative path is taken from the current folder, else from the checkout (as run.json records it).
+    """
+    name = str(search_space or optimizer)
+    if not name.endswith((".yaml", ".yml")) and "/" not in name:
+        return ROOT / "conf" / "search_spaces" / f"{name}.yaml"
+    path = Path(name)
+    if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
+        return ROOT / path
+    return path
+
+
+def recorded_path(path: Path) -> str:
+    """How run.json names a space file: relative to the checkout when inside it, never a machine path."""
+    path = Path(path).resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
 def load_space(path: Path) -> dict:
@@ -54,9 +66,11 @@ def load_space(path: Path) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise SearchSpaceError(f"{where} does not exist; the declared spaces are "
-                               f"{sorted(p.stem for p in (ROOT / 'conf' / 'search_space').glob('*.yaml'))} "
-                               "(or give search_space=<path to a YAML file>)") from None
+        raise SearchSpaceError(
+            f"{where} does not exist; the declared spaces are "
+            f"{sorted(p.stem for p in (ROOT / 'conf' / 'search_spaces').glob('*.yaml'))} "
+            "(or give search_space=<path to a YAML file>)"
+        ) from None
     except (OSError, yaml.YAMLError) as err:
         raise SearchSpaceError(f"{where} is not readable YAML ({err})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
@@ -71,8 +85,10 @@ def load_space(path: Path) -> dict:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, p_zero)):
             raise SearchSpaceError(f"{where}: {name}'s low, high and p_zero must be numbers")
         if not low < high or (scale != "linear" and low <= 0) or (scale == "one_minus_log" and high >= 1):
-            raise SearchSpaceError(f"{where}: {name} needs low < high{', both > 0' if scale != 'linear' else ''}"
-                                   f"{' and high < 1' if scale == 'one_minus_log' else ''}; got [{low}, {high}]")
+            raise SearchSpaceError(
+                f"{where}: {name} needs low < high{', both > 0' if scale != 'linear' else ''}"
+                f"{' and high < 1' if scale == 'one_minus_log' else ''}; got [{low}, {high}]"
+            )
         if not 0.0 <= p_zero < 1.0:
             raise SearchSpaceError(f"{where}: {name}.p_zero must be in [0, 1), got {p_zero}")
         params[str(name)] = {"low": float(low), "high": float(high), "scale": scale, "p_zero": float(p_zero)}

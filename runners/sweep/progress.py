@@ -44,8 +44,14 @@ class SweepProgress:
         self.total = total
         self.counts: Counter = Counter()
         self.trained_seconds: list[float] = []
-        self.bar = tqdm(total=total, desc="", unit="run", disable=not enabled, dynamic_ncols=True,
-                        bar_format="sweep {n_fmt}/{total_fmt} runs |{bar:20}| {desc}")
+        self.bar = tqdm(
+            total=total,
+            desc="",
+            unit="run",
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format="sweep {n_fmt}/{total_fmt} runs |{bar:20}| {desc}",
+        )
 
     def update(self, status: str, seconds: Optional[float] = None) -> None:
         self.counts[status] += 1

@@ -1,0 +1,136 @@
+"""The checks a run's configuration passes at the boundary, before any data is loaded.
+
+Each failure is a ``ConfigError`` naming the full option (``data.label_noise``, ``trainer.device``,
+...) and what to set instead, so that a bad value never leaves a failed run folder behind.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from thermolion import build_optimizer, get_spec
+
+from .config import PROTOCOLS, RERUN, SCHEDULES, ConfigError, RunConfig, _is_number
+from .train.augment import AUGMENTATIONS
+from .train.datasets import TRAIN_SIZES, get_info
+
+__all__ = ["check_run", "estimated_steps"]
+
+
+def check_run(run: RunConfig) -> None:
+    """Raise ConfigError, naming the option, for any value that would fail only once the run started."""
+    if run.protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {run.protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    try:
+        model = run.model.resolved()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for name in ("epochs", "batch_size"):
+        if getattr(run.trainer, name) < 1:
+            raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(run.trainer, name)}")
+    if run.trainer.progress not in ("auto", "on", "off"):
+        raise ConfigError(f"trainer.progress must be auto, on or off, got {run.trainer.progress!r}")
+    if isinstance(run.seed, bool) or not isinstance(run.seed, int) or run.seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {run.seed!r}")
+    if run.rerun not in RERUN:
+        raise ConfigError(f"rerun must be stale, all or failed (or null: keep finished runs), got {run.rerun!r}")
+    if run.data.image_size < 8 or (model["name"] != "resnet18" and run.data.image_size % 4):
+        raise ConfigError(
+            f"data.image_size must be a multiple of 4 and >= 8 (the convnet pools twice by 2, "
+            f"the ViT's patches are 4x4), got {run.data.image_size}"
+        )
+    if run.data.augment not in AUGMENTATIONS:
+        raise ConfigError(f"data.augment must be one of {', '.join(AUGMENTATIONS)}, got {run.data.augment!r}")
+    t = run.trainer
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"trainer.schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+    if t.warmup_steps < 0 or (t.warmup_steps > 0) != (t.schedule == "warmup_cosine"):
+        raise ConfigError(
+            f"trainer.warmup_steps must be >= 1 with schedule=warmup_cosine and 0 otherwise, "
+            f"got {t.warmup_steps} with schedule={t.schedule}"
+        )
+    steps = estimated_steps(run)
+    if t.warmup_steps and steps is not None and t.warmup_steps >= steps:
+        raise ConfigError(
+            f"trainer.warmup_steps={t.warmup_steps} is not shorter than the run: {run.data.name} under "
+            f"protocol={run.protocol} takes about {steps} steps ({t.epochs} epochs of batch {t.batch_size}); "
+            "lower trainer.warmup_steps or raise trainer.epochs"
+        )
+    _check_data_and_device(run)
+    if t.eval_every_steps is not None and t.eval_every_steps < 1:
+        raise ConfigError(f"trainer.eval_every_steps must be >= 1 (or null: per epoch only), got {t.eval_every_steps}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        raise ConfigError(f"trainer.grad_clip must be > 0 (or null: off), got {t.grad_clip}")
+    if run.optimizer.target is None and get_spec(run.optimizer.name).averaging:
+        if t.schedule != "constant":
+            raise ConfigError(f"{run.optimizer.name} runs its own SWA lr schedule; use trainer.schedule=constant")
+        if model["name"] != "convnet":
+            raise ConfigError(
+                f"{run.optimizer.name} evaluates the averaged weights without recomputing "
+                f"BatchNorm statistics (as the notebook); use it with model=convnet"
+            )
+    for key, value in run.optimizer.kwargs.items():
+        if key == "betas" and not (
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(b) for b in value)
+        ):
+            raise ConfigError(f"optimizer.betas must be a pair [beta1, beta2], e.g. [0.9,0.99], got {value!r}")
+        if key in ("lr", "weight_decay", "eps", "momentum") and not _is_number(value):
+            raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
+    if not run.optimizer.kwargs.get("lr", 1.0) > 0:
+        raise ConfigError(f"optimizer.lr must be > 0, got {run.optimizer.kwargs['lr']}")
+    if run.optimizer.target is None:  # plug-ins were built once when resolved
+        import torch
+
+        try:
+            build_optimizer(run.optimizer.name, [torch.nn.Parameter(torch.zeros(1))], **run.optimizer.kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"optimizer {run.optimizer.name}: {err}") from None
+
+
+def _check_data_and_device(run: RunConfig) -> None:
+    d = run.data
+    if not (_is_number(d.label_noise) and 0.0 <= d.label_noise <= 1.0):
+        raise ConfigError(f"data.label_noise must be a share in [0, 1] (0.2: 20% of labels), got {d.label_noise}")
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(d, key)
+        if not (_is_number(value) and 0.0 < value < 1.0):
+            raise ConfigError(f"data.{key} must be a share in (0, 1) (0.1: 10%), got {value}")
+    if run.trial is not None and d.eval_split != "val" and not run.tune_on_test:
+        raise ConfigError(
+            f"trial={run.trial} under protocol={run.protocol} would choose hyperparameters on the "
+            f"{d.eval_split} split; tune with protocol=tuned (a validation split), or set tune_on_test=true "
+            "to do it anyway"
+        )
+    if run.trainer.matmul_precision not in ("highest", "high", "medium"):
+        raise ConfigError(
+            f"trainer.matmul_precision must be highest, high or medium, got {run.trainer.matmul_precision!r}"
+        )
+    device = run.trainer.device
+    if device != "auto" and not device.startswith(("cpu", "cuda")):
+        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={device} but this machine has no usable CUDA device "
+                "(torch.cuda.is_available() is False); use trainer.device=auto or cpu"
+            )
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device={device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def estimated_steps(run: RunConfig) -> Optional[int]:
+    """Optimizer steps of the whole run, from the dataset's known training size (None if unknown)."""
+    size = TRAIN_SIZES.get(run.data.name)
+    if size is None:
+        return None
+    info = get_info(run.data.name)
+    if not info.has_test_split and run.data.eval_split != "train":
+        size -= round(size * run.data.test_fraction)
+    if run.data.train_subset is not None:
+        size = min(size, run.data.train_subset)
+    if run.data.eval_split == "val":
+        size -= round(size * run.data.val_fraction)
+    return run.trainer.epochs * -(-size // run.trainer.batch_size)

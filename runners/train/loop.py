@@ -1,0 +1,294 @@
+"""The training loop: build a run, train an epoch, evaluate, and the state a checkpoint holds.
+
+Flat and short on purpose (airbench-style). Data lives on the device as tensors; nothing here
+touches files or processes (that is ``runners.sweep``): :func:`fit` yields after every epoch so
+that the caller can write metrics and a checkpoint, and a resumed run continues from
+:func:`restore` with the same batches, noise and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thermolion import ThermoLion
+
+from .augment import EpochAugmenter, resolve_augment
+from .build import build_run, derive_seed
+from .data import Prepared, TensorLoader, prepare
+from .schedules import build_schedule
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
+__all__ = [
+    "TrainerConfig",
+    "Run",
+    "build",
+    "evaluate",
+    "evaluate_epoch",
+    "train_epoch",
+    "fit",
+    "checkpoint_state",
+    "restore",
+]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False
+    compile: bool = False  # torch.compile the model (GPU)
+    amp: bool = False  # bf16 autocast (GPU)
+    channels_last: bool = False  # channels_last memory format (GPU)
+    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
+    checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
+    progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
+    schedule: str = "constant"  # per-step lr schedule: constant (the paper's) | cosine | warmup_cosine
+    warmup_steps: int = 0  # linear warmup steps of warmup_cosine
+    grad_clip: Optional[float] = None  # clip the global gradient norm (off; ThermoLion's c = 2.0 assumes unclipped)
+    eval_every_steps: Optional[int] = None  # also evaluate every this many steps (evals.csv; off by default)
+    matmul_precision: str = "high"  # torch.set_float32_matmul_precision: highest | high (TF32 on GPUs) | medium
+
+
+@dataclass
+class Run:
+    """Everything one run trains with, and what it has produced so far."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: Prepared
+    model: nn.Module
+    step_model: nn.Module  # the model, or its torch.compile'd wrapper (trainer.compile)
+    optimizer: torch.optim.Optimizer
+    swa: Optional[tuple]  # (AveragedModel, SWALR, first averaged epoch) for SWA
+    loader: TensorLoader
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
+    augment: str
+    notes: list[str]
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch: metrics.csv
+    evals: list[dict] = field(default_factory=list)  # every evaluation point (eval_every_steps): evals.csv
+    start_epoch: int = 0
+    status: str = "done"  # done | diverged
+    diverged_at_epoch: Optional[int] = None
+
+
+def build(cfg: RunConfig, device: torch.device) -> Run:
+    """Data, model, optimizer, loader and schedule of a run, seeded as its streams say."""
+    tc = cfg.trainer
+    if tc.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    data = prepare(cfg.data, seed=cfg.seed, device=device)
+    model, optimizer, swa = build_run(cfg, data, device)
+    augment, warning = resolve_augment(cfg.data.augment, cfg.data.name)
+    notes = list(data.notes)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        notes.append(warning)
+    augmenter = EpochAugmenter(augment, derive_seed(cfg.seed, cfg.data.name, "augment")) if augment != "none" else None
+    loader = TensorLoader(
+        data.train_x,
+        data.train_y,
+        tc.batch_size,
+        seed=derive_seed(cfg.seed, cfg.data.name, "batches"),
+        augmenter=augmenter,
+    )
+    scheduler = build_schedule(optimizer, tc.schedule, tc.epochs * len(loader), tc.warmup_steps)
+    return Run(
+        cfg,
+        device,
+        data,
+        model,
+        torch.compile(model) if tc.compile else model,
+        optimizer,
+        swa,
+        loader,
+        scheduler,
+        augment,
+        notes,
+    )
+
+
+def checkpoint_state(run: Run) -> dict:
+    """What a resumed run needs to continue exactly: weights, optimizer, schedules, RNGs, history."""
+    swa, device = run.swa, run.device
+    return {
+        "epoch": len(run.history),
+        "history": run.history,
+        "evals": run.evals,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "swa_model": swa[0].state_dict() if swa else None,
+        "swa_scheduler": swa[1].state_dict() if swa else None,
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    """Continue from :func:`checkpoint_state`'s output."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.swa is not None:
+        run.swa[0].load_state_dict(ckpt["swa_model"])
+        run.swa[1].load_state_dict(ckpt["swa_scheduler"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if run.device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], run.device)
+    run.history, run.start_epoch = ckpt["history"], ckpt["epoch"]
+    run.evals = ckpt.get("evals", [])
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int, amp: bool) -> tuple[float, float]:
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    step = max(batch_size, 1024)  # no gradients kept: larger batches are fine
+    for i in range(0, len(x), step):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x[i : i + step])
+        yb = y[i : i + step]
+        loss += F.cross_entropy(out.float(), yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    model.train()
+    return loss.item() / len(x), 100.0 * correct.item() / len(x)
+
+
+def _timed_step(optimizer, events: Optional[list]) -> float:
+    """``optimizer.step()``; its host seconds, or 0 with a pair of CUDA events appended (no sync per step)."""
+    if events is None:
+        t0 = time.perf_counter()
+        optimizer.step()
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    optimizer.step()
+    end.record()
+    events.append((start, end))
+    return 0.0
+
+
+def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: float) -> tuple[dict, float, float]:
+    """One pass over the batches, with any mid-epoch evaluations: the epoch's first columns, its
+    training seconds (evaluation excluded) and its seconds inside ``optimizer.step()``."""
+    tc, data, model, optimizer = run.cfg.trainer, run.data, run.model, run.optimizer
+    every, n = tc.eval_every_steps or 0, len(run.loader)
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    step_seconds, eval_seconds = 0.0, 0.0
+    events = [] if run.device.type == "cuda" else None
+    step = epoch * n
+    for x, y in run.loader.epoch(epoch):
+        if tc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=tc.amp):
+            out = run.step_model(x)
+        loss = F.cross_entropy(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip is not None:  # global norm; the result stays on the device (no sync)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        step_seconds += _timed_step(optimizer, events)
+        if run.scheduler is not None:
+            run.scheduler.step()
+        loss_sum += loss.detach()
+        correct += (out.argmax(1) == y).sum()
+        bar.update(1)
+        step += 1
+        if every and step % every == 0 and step % n:  # epoch ends are evaluated by evaluate_epoch
+            if events is not None:  # else the queued training kernels would be billed to evaluation
+                torch.cuda.synchronize(run.device)
+            t_eval = time.perf_counter()
+            averaged = run.swa is not None and epoch > run.swa[2]  # once averaging has begun: its model
+            eval_model = run.swa[0] if averaged else model
+            eval_loss, eval_acc = evaluate(eval_model, data.eval_x, data.eval_y, tc.batch_size, tc.amp)
+            run.evals.append(
+                {
+                    "step": step,
+                    "epoch": step / n,
+                    "eval_loss": eval_loss,
+                    "eval_acc": eval_acc,
+                    "train_seconds": trained_seconds + t_eval - t_epoch - eval_seconds,
+                }
+            )
+            eval_seconds += time.perf_counter() - t_eval
+    train_loss = loss_sum.item() / n  # one host sync per epoch
+    train_seconds = time.perf_counter() - t_epoch - eval_seconds
+    if events is not None:
+        step_seconds = sum(s.elapsed_time(e) for s, e in events) / 1e3
+    row = {
+        "epoch": epoch + 1,
+        "step": step,
+        "train_loss": train_loss,
+        "train_acc": 100.0 * correct.item() / len(data.train_y),
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+    return row, train_seconds, step_seconds
+
+
+def evaluate_epoch(run: Run, epoch: int) -> tuple[float, float]:
+    """(loss, accuracy) at the end of an epoch; SWA averages first and evaluates the averaged model."""
+    eval_model = run.model
+    if run.swa is not None and epoch >= run.swa[2]:
+        run.swa[0].update_parameters(run.model)
+        run.swa[1].step()
+        eval_model = run.swa[0]  # the notebook evaluates the averaged model (no BatchNorm to refresh)
+    tc = run.cfg.trainer
+    return evaluate(eval_model, run.data.eval_x, run.data.eval_y, tc.batch_size, tc.amp)
+
+
+def fit(run: Run, bar) -> Iterator[dict]:
+    """Train from ``run.start_epoch`` to the last epoch, yielding each finished epoch's row.
+
+    A non-finite training loss, evaluation or diagnostic ends the run as diverged (``run.status``),
+    without a row: metrics.csv keeps the finite epochs only.
+    """
+    every, n = run.cfg.trainer.eval_every_steps, len(run.loader)
+    trained_seconds = sum(r["train_time_s"] for r in run.history)  # training only, over all epochs so far
+    for epoch in range(run.start_epoch, run.cfg.trainer.epochs):
+        t_epoch = time.perf_counter()
+        row, train_seconds, step_seconds = train_epoch(run, epoch, bar, t_epoch, trained_seconds)
+        trained_seconds += train_seconds
+        if not math.isfinite(row["train_loss"]):
+            run.status, run.diverged_at_epoch = "diverged", epoch + 1
+            return
+        row["eval_loss"], row["eval_acc"] = evaluate_epoch(run, epoch)
+        row.update(
+            train_time_s=train_seconds,
+            epoch_time_s=time.perf_counter() - t_epoch,  # + evaluation
+            step_time_ms=1e3 * step_seconds / n,
+        )
+        if isinstance(run.optimizer, ThermoLion) and run.optimizer.track_stats:
+            row.update(run.optimizer.read_stats())
+        if not all(math.isfinite(v) for v in row.values()):  # a blow-up on the last steps: diverged too
+            run.status, run.diverged_at_epoch = "diverged", epoch + 1
+            return
+        run.history.append(row)
+        if every:
+            run.evals.append(
+                {
+                    "step": row["step"],
+                    "epoch": float(epoch + 1),
+                    "eval_loss": row["eval_loss"],
+                    "eval_acc": row["eval_acc"],
+                    "train_seconds": trained_seconds,
+                }
+            )
+        bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.4f}", acc=f"{row['eval_acc']:.2f}")
+        yield row

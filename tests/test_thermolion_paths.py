@@ -1,0 +1,142 @@
+"""ThermoLion's code paths: no host syncs, the phase diagnostics, torch.compile and the fused path."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from thermolion import ThermoLion
+
+from .test_thermolion import F_FIRST_STEP, NOISE_OFF, SHAPES, _apply, _model_and_grads
+
+
+# ------------------------------------------------------------------ diagnostics and host syncs
+class _NoHostSync(TorchFunctionMode):
+    FORBIDDEN = {"item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu", "__index__"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.FORBIDDEN:
+            raise AssertionError(f"host synchronisation inside step(): Tensor.{func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_step_reads_nothing_back_to_the_host(foreach):
+    model, grads = _model_and_grads()
+    opt = ThermoLion(model.parameters(), foreach=foreach, track_stats=True, bias_correction=True)
+    with _NoHostSync():
+        _apply(model, opt, grads[:3])
+    assert opt.read_stats()  # the single sync happens here, outside step()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_track_stats_matches_hand_computed_first_steps(foreach):
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = ThermoLion([p], foreach=foreach, track_stats=True, temp_decay=0.5, noise=False)
+    p.grad = torch.tensor([1.0, -2.0, 0.0, 0.0], dtype=torch.float64)
+    opt.step()
+    s = opt.read_stats()
+    lam = math.tanh(1.0)
+    assert s["gate_mean"] == pytest.approx(2 * lam / 4, rel=1e-6)
+    assert s["gas_fraction"] == pytest.approx(0.5)  # the two untouched elements have lam = 0
+    assert s["alignment_rate"] == pytest.approx(0.5)
+    assert s["update_over_lr"] == pytest.approx(2 * F_FIRST_STEP / 4, rel=1e-6)
+    assert s["temperature"] == pytest.approx(0.5)
+    assert opt.read_stats() == {}  # reset after reading
+    for _ in range(2):
+        p.grad = torch.tensor([1.0, -2.0, 0.0, 0.0], dtype=torch.float64)
+        opt.step()
+    assert opt.read_stats()["temperature"] == pytest.approx((0.25 + 0.125) / 2)
+
+
+# ------------------------------------------------------------------ torch.compile
+def test_compiled_step_matches_eager():
+    model, grads = _model_and_grads()
+    twin = copy.deepcopy(model)
+    eager = ThermoLion(model.parameters(), **NOISE_OFF)
+    compiled = ThermoLion(twin.parameters(), **NOISE_OFF)
+    compiled_step = torch.compile(compiled.step, backend="inductor", fullgraph=False)
+    for gs in grads[:4]:
+        for p, q, g in zip(model.parameters(), twin.parameters(), gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        eager.step()
+        compiled_step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ fused (compiled) path
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(track_stats=True),  # noise on, with diagnostics
+        dict(temp_decay=0.9, bias_correction=True, maximize=True, boost=0.0, scale=1.5),
+        dict(noise_scale="unit", track_stats=True),
+    ],
+)
+def test_fused_path_matches_foreach_path_in_float64(kw):
+    gen_data = torch.Generator().manual_seed(11)
+    inits = [torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES]
+    grads = [[torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES] for _ in range(12)]
+    runs = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(x.clone()) for x in inits]
+        opt = ThermoLion(params, fused=fused, generator=torch.Generator().manual_seed(4), **kw)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            opt.step()
+        runs.append((params, opt.read_stats()))
+    (p_fe, s_fe), (p_fu, s_fu) = runs
+    for a, b in zip(p_fe, p_fu):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+    assert s_fu.keys() == s_fe.keys()
+    for key in s_fe:
+        assert s_fu[key] == pytest.approx(s_fe[key], rel=1e-10)
+
+
+def test_auto_mode_fuses_large_buckets_only(monkeypatch):
+    import thermolion.functional as tl
+
+    used = []
+    monkeypatch.setattr(tl, "_fused_thermolion", lambda *a, **k: used.append("fused"))
+    monkeypatch.setattr(tl, "_multi_tensor_thermolion", lambda *a, **k: used.append("foreach"))
+    for n in (tl.FUSED_MIN_ELEMENTS - 1, tl.FUSED_MIN_ELEMENTS):
+        p = torch.nn.Parameter(torch.zeros(n))
+        p.grad = torch.ones(n)
+        ThermoLion([p]).step()
+    assert used == ["foreach", "fused"]
+    with pytest.raises(ValueError, match="exclude"):
+        ThermoLion([p], foreach=False, fused=True)
+
+
+def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch):
+    import thermolion.functional as tl
+
+    def half_run_then_fail(p, g, m, v, *args):  # as Dynamo does when a trace fails midway
+        m.add_(1.0)
+        v.add_(1.0)
+        raise RuntimeError("simulated compile failure")
+
+    monkeypatch.setitem(tl._COMPILED, "kernel", half_run_then_fail)
+    monkeypatch.setattr(tl, "_VERIFIED", set())
+    model, grads = _model_and_grads()
+    twin = copy.deepcopy(model)
+    fused = ThermoLion(model.parameters(), fused=True, generator=torch.Generator().manual_seed(2))
+    plain = ThermoLion(twin.parameters(), fused=False, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(UserWarning, match="failed to compile"):
+        _apply(model, fused, grads[:1])
+    _apply(model, fused, grads[1:3])  # later steps use foreach
+    _apply(twin, plain, grads[:3])
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert tl._COMPILED["kernel"] is None
+
+
+def test_the_fused_threshold_is_public_as_the_readme_names_it():
+    import thermolion
+    from thermolion import functional
+
+    assert thermolion.FUSED_MIN_ELEMENTS == functional.FUSED_MIN_ELEMENTS == 1 << 22
