@@ -142,7 +142,9 @@ def build_report(
             markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded])
         )
     index.append(
-        f"\nFiles: `{table_path.name}` (one row per run), `paper_comparison.md`, `summary.json`, and per "
+        f"\nFiles: `{table_path.name}` (one row per run), "
+        + ("`paper_comparison.md`, " if summary["paper_comparison"] is not None else "")
+        + "`summary.json`, and per "
         "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
         "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
         "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
