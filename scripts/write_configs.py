@@ -112,14 +112,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is out of date")
     args = ap.parse_args(argv)
-    stale = [path for path, text in expected().items() if not path.exists() or path.read_text() != text]
+    files = expected()
+    stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
             print(f"out of date: {_rel(path)} (run python {GENERATED})", file=sys.stderr)
         return 1 if stale else 0
-    for path, text in expected().items():
-        path.write_text(text)
-    print(f"wrote {len(expected())} files under conf/ ({len(stale)} changed)")
+    for path in stale:
+        path.write_text(files[path])
+    print(f"{len(files)} files under conf/, {len(stale)} rewritten")
     return 0
 
 

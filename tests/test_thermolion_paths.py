@@ -99,9 +99,10 @@ def test_fused_path_matches_foreach_path_in_float64(kw):
 
 def test_auto_mode_fuses_large_buckets_only(monkeypatch):
     import thermolion.functional as tl
+    import thermolion.fused as tf
 
     used = []
-    monkeypatch.setattr(tl, "_fused_thermolion", lambda *a, **k: used.append("fused"))
+    monkeypatch.setattr(tf, "fused_thermolion", lambda *a, **k: used.append("fused"))
     monkeypatch.setattr(tl, "_multi_tensor_thermolion", lambda *a, **k: used.append("foreach"))
     for n in (tl.FUSED_MIN_ELEMENTS - 1, tl.FUSED_MIN_ELEMENTS):
         p = torch.nn.Parameter(torch.zeros(n))
@@ -113,7 +114,7 @@ def test_auto_mode_fuses_large_buckets_only(monkeypatch):
 
 
 def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch):
-    import thermolion.functional as tl
+    import thermolion.fused as tl
 
     def half_run_then_fail(p, g, m, v, *args):  # as Dynamo does when a trace fails midway
         m.add_(1.0)

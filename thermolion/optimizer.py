@@ -1,8 +1,8 @@
 """ThermoLion: SNR-gated interpolation between Lion-style sign updates and Adam-style steps.
 
 The class owns hyperparameters, validation, lazy state and the noise generator, in the style of
-``torch.optim.adam``; the math lives in :mod:`thermolion.functional` (a per-tensor reference, a
-foreach path and a compiled one-kernel path with one signature).
+``torch.optim.adam``; the math lives in :mod:`thermolion.functional` (a per-tensor reference and a
+foreach path) and :mod:`thermolion.fused` (a compiled one-kernel path), with one signature.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def build_report(
     results_dir: Path,
     out: Path,
     baseline: Optional[str] = None,
-    candidate: str = "thermolion",
+    candidate: Optional[str] = None,
     command: Optional[str] = None,
     target_reference: Optional[str] = None,
     target: Optional[float] = None,
@@ -55,11 +55,10 @@ def build_report(
             "diverged); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
         )
     present = sorted(runs["optimizer"].unique())
-    for flag, name in (("--baseline", baseline), ("--target-reference", target_reference)):
+    for flag, name in (("--baseline", baseline), ("--target-reference", target_reference), ("--candidate", candidate)):
         if name is not None and name not in present:
             raise ReportError(f"{flag} {name!r} has no complete runs here; the optimizers present are {present}")
-    if candidate != "thermolion" and candidate not in present:
-        raise ReportError(f"--candidate {candidate!r} has no complete runs here; the optimizers present are {present}")
+    candidate = candidate or "thermolion"
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "results_dir": shown_path(results_dir),
@@ -164,7 +163,7 @@ def main(argv=None) -> int:
         default=None,
         help="reference for overhead ratios (default adamw, else adam, else the first present)",
     )
-    ap.add_argument("--candidate", default="thermolion", help="optimizer compared against all others")
+    ap.add_argument("--candidate", default=None, help="optimizer compared against all others (default thermolion)")
     ap.add_argument(
         "--target-reference",
         default=None,

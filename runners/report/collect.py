@@ -71,7 +71,7 @@ def collect(results_dir: Path) -> Collected:
             excluded.append({"run_dir": name, "status": status, "reason": reason})
             continue
         cfg = info["config"]
-        rows, problem = _read_rows(run_dir / "metrics.csv", _NEEDED)
+        rows, problem = read_rows(run_dir / "metrics.csv", _NEEDED)
         if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
             problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
         if problem:
@@ -133,7 +133,7 @@ def collect(results_dir: Path) -> Collected:
 _NEEDED = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
 
 
-def _read_rows(path: Path, needed) -> tuple[Optional[list[dict]], Optional[str]]:
+def read_rows(path: Path, needed) -> tuple[Optional[list[dict]], Optional[str]]:
     """(rows of floats, None), or (None, why) when the file is missing, unparsable or truncated."""
     try:
         with open(path, newline="") as f:
@@ -167,7 +167,7 @@ def hardware_of(env: dict) -> str:
 def _curve(run_dir: Path, name: str, rows: list[dict]) -> list[tuple]:
     """Evaluation points of a run: evals.csv (every few steps) when present and whole, else the epoch rows."""
     if (run_dir / "evals.csv").exists():
-        fine, problem = _read_rows(run_dir / "evals.csv", ("step", "epoch", "eval_acc", "train_seconds"))
+        fine, problem = read_rows(run_dir / "evals.csv", ("step", "epoch", "eval_acc", "train_seconds"))
         if problem is None:
             return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]
     seconds, out = 0.0, []

@@ -20,18 +20,19 @@ from .lock import RunLock
 __all__ = ["failed_runs", "main"]
 
 
-def failed_runs(results: Path) -> list[Path]:
+def failed_runs(results: Path) -> list[tuple[Path, str]]:
+    """(run folder, its error) for every failed run under ``results``."""
     out = []
     for info_path in sorted(Path(results).rglob("run.json")):
         run_dir = info_path.parent
         if any(part.startswith(".") for part in run_dir.relative_to(results).parts) or (run_dir / "DONE").exists():
             continue
         try:
-            status = json.loads(info_path.read_text()).get("status")
+            info = json.loads(info_path.read_text())
         except (OSError, ValueError):
             continue
-        if status == "failed":
-            out.append(run_dir)
+        if info.get("status") == "failed":
+            out.append((run_dir, str(info.get("error", ""))))
     return out
 
 
@@ -44,8 +45,7 @@ def main(argv=None) -> int:
         print(f"clean: {args.results_dir} is not a folder; pass a sweep's results_dir", file=sys.stderr)
         return 2
     removed = 0
-    for run_dir in failed_runs(args.results_dir):
-        error = json.loads((run_dir / "run.json").read_text()).get("error", "")
+    for run_dir, error in failed_runs(args.results_dir):
         lock = RunLock(run_dir)
         if not args.dry_run and not lock.acquire():
             print(f"kept      {run_dir}  (a live process holds its lock)")
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         finally:
             if not args.dry_run:
                 lock.release()
-        first = (str(error).splitlines() or [""])[0][:100]
+        first = (error.splitlines() or [""])[0][:100]
         print(f"{'would remove' if args.dry_run else 'removed':9s} {run_dir}  ({first})")
     print(f"{removed} failed run folder(s) removed" if not args.dry_run else "dry run: nothing removed")
     return 0

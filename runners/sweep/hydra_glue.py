@@ -81,7 +81,7 @@ class SweepSummary(Callback):
         failed = [r for r in records if r["status"] == "failed"]
         for r in failed:
             print(f"  FAILED {r['run_dir']}: {r.get('error')}", file=sys.stderr)
-        for kind in ("diverged", "running elsewhere", "stale"):
+        for kind in ("diverged", "running elsewhere", "taken over", "stale"):
             for r in records:
                 if r["status"] == kind:
                     print(f"  {kind} {r['run_dir']}" + (f": {r['error']}" if r.get("error") else ""), file=sys.stderr)

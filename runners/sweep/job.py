@@ -9,7 +9,6 @@ numbers come from ``runners.train``; this module only decides whether to train a
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import time
@@ -33,7 +32,7 @@ __all__ = ["RunResult", "train", "save_checkpoint"]
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # done | diverged | failed | skipped | stale | running elsewhere
+    status: str  # done | diverged | failed | skipped | stale | running elsewhere | taken over
     final: dict = field(default_factory=dict)
     error: Optional[str] = None
 
@@ -170,21 +169,14 @@ def _recorded_status(run_dir: Path) -> Optional[str]:
 
 
 def _metrics_complete(run_dir: Path, recorded: dict) -> bool:
-    """metrics.csv has every epoch run.json says was done, each row whole (the report's own test)."""
-    try:
-        with (run_dir / "metrics.csv").open(newline="") as f:
-            header, *rows = list(csv.reader(f)) or [[]]
-    except (OSError, csv.Error):
-        return False
+    """metrics.csv has every epoch run.json says was done, each row whole (the report's own reading)."""
+    from ..report.collect import read_rows  # lazily: pandas is not needed to train a run
 
-    def number(text: str) -> bool:
-        try:
-            return float(text) == float(text)  # not NaN
-        except ValueError:
-            return False
-
-    whole = all(len(r) == len(header) and all(number(v) for v in r) for r in rows)
-    return whole and len(rows) == recorded.get("epochs_done", len(rows))
+    expected = recorded.get("epochs_done")
+    if expected == 0:
+        return True  # diverged in its first epoch: an empty metrics.csv is complete
+    rows, problem = read_rows(run_dir / "metrics.csv", ("epoch",))
+    return problem is None and len(rows) == (expected if expected is not None else len(rows))
 
 
 def _load_checkpoint(path: Path, cfg: RunConfig, version: str, device: torch.device) -> Optional[dict]:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 __all__ = ["SweepProgress", "sweep_size", "show_progress"]
 
 TRAINED = ("done", "diverged", "failed")
-SHOWN = ("done", "failed", "diverged", "skipped", "stale", "running elsewhere")
+SHOWN = ("done", "failed", "diverged", "skipped", "stale", "running elsewhere", "taken over")
 
 
 def show_progress(setting: str = "auto") -> bool:

@@ -364,6 +364,8 @@ def load_split(
         raise DatasetCorrupt(
             f"dataset '{info.name}' ({split}) under {root_path} could not be converted: {type(err).__name__}: {err}"
         ) from None
-    blob = {"version": CACHE_VERSION, "code": _conversion_code(), "sources": _source_stats(info, root_path, split)}
+    if sources is None:  # a download just brought the files
+        sources = _source_stats(info, root_path, split)
+    blob = {"version": CACHE_VERSION, "code": _conversion_code(), "sources": sources}
     torch_save({**blob, "images": images, "labels": labels}, cache)
     return images, labels
