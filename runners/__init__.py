@@ -8,5 +8,7 @@
 * ``runners.tuning``: search spaces and the choice of tuned configurations.
 * ``runners.report``: tables, statistics and figures of a results folder.
 
-``runners.atomic`` (atomic file writes) is a leaf every layer may use.
+``runners.atomic`` (atomic file writes) and ``runners.outcomes`` (what a run folder's files say
+happened, and how each status enters the numbers) are leaves every layer may use;
+``runners.status`` (``python -m runners.status``) sits on top, beside the report.
 """

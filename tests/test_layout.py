@@ -29,6 +29,7 @@ FORBIDDEN = {
     "runners/checks.py": ("runners.sweep", "runners.report", "hydra", "omegaconf"),
     "runners/plugins.py": ("runners.sweep", "runners.report", "runners.tuning", "hydra", "omegaconf"),
     "runners/atomic.py": ("runners.", "models", "thermolion"),
+    "runners/outcomes.py": ("runners.", "models", "thermolion", "torch", "hydra", "omegaconf"),
     "runners/report": ("runners.sweep", "runners.tuning", "runners.config", "hydra", "omegaconf"),
     "runners/tuning/search_space.py": ("runners.", "hydra", "omegaconf"),
 }

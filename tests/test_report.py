@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,8 @@ def results(tmp_path):
     for (dataset, optimizer), accs in FINAL.items():
         for seed, acc in enumerate(accs):
             fake_run(root, dataset, optimizer, seed, acc)
-    fake_run(root, "mnist", "thermolion", 3, 10.0, status="diverged")  # must not count
-    fake_run(root, "mnist", "adam", 3, 11.0, status="running", done=False)  # killed mid-run
+    fake_run(root, "mnist", "thermolion", 3, 55.0, status="diverged")  # counts at chance (10%), not 55
+    fake_run(root, "mnist", "adam", 3, 11.0, status="running", done=False)  # killed mid-run: interrupted
     fake_run(root, "cifar10", "adam", 4, 12.0, status="failed", done=False)
     return root
 
@@ -88,17 +89,23 @@ def test_holm_by_hand():
 def test_table_cells_stats_and_win_counts_match_hand_computation(results, tmp_path):
     out = tmp_path / "report"
     summary = R.build_report(results, out)
-    assert summary["complete_runs"] == 18
-    assert sorted(e["status"] for e in summary["excluded"]) == ["diverged", "failed", "running"]
+    assert summary["complete_runs"] == 19  # 18 done + 1 diverged, which is a result
+    assert sorted(e["status"] for e in summary["excluded"]) == ["failed", "interrupted"]
 
     table = pd.read_csv(out / "paper" / "table_final.csv")
     cell = table[(table.dataset == "mnist") & (table.optimizer == "thermolion")].iloc[0]
-    assert cell["mean"] == pytest.approx(98.1666667) and cell["std"] == pytest.approx(math.sqrt(7 / 12))
-    assert cell["n"] == 3 and cell["best"]
+    with_chance = [99.0, 98.0, 97.5, 10.0]  # the diverged seed at chance, 100 / 10 classes
+    assert cell["mean"] == pytest.approx(statistics.mean(with_chance))
+    assert cell["std"] == pytest.approx(statistics.stdev(with_chance))
+    assert (cell["n"], cell["attempted"], cell["done"], cell["diverged"]) == (4, 4, 3, 1) and not cell["best"]
+    adam = table[(table.dataset == "mnist") & (table.optimizer == "adam")].iloc[0]
+    assert (adam["n"], adam["attempted"], adam["interrupted"]) == (3, 4, 1) and adam["best"]
     md = (out / "paper" / "table_final.md").read_text()
     assert "| dataset | adam | thermolion |" in md  # the paper's optimizer order
-    assert "| mnist | 95.17 ± 1.04 | **98.17 ± 0.76** |" in md  # adam: mean 95.1667, std sqrt(13/12)
-    assert "| fashionmnist | **89.17 ± 0.29** | 86.17 ± 0.76 |" in md
+    # adam: mean 95.1667, std sqrt(13/12); thermolion with its diverged seed at chance
+    assert "| mnist | **95.17 ± 1.04 (3/4, 1 interrupted)** | 76.12 ± 44.09 (3/4, 1 diverged) |" in md
+    assert "| fashionmnist | **89.17 ± 0.29 (3/3)** | 86.17 ± 0.76 (3/3) |" in md
+    assert "| cifar10 | 59.00 ± 0.00 (3/4, 1 failed) | **59.17 ± 1.04 (3/3)** |" in md
     assert md.index("| mnist") < md.index("| fashionmnist") < md.index("| cifar10")  # the paper's order
 
     stats = pd.read_csv(out / "paper" / "stats.csv").set_index("dataset")
@@ -111,13 +118,18 @@ def test_table_cells_stats_and_win_counts_match_hand_computation(results, tmp_pa
     expected_holm = R.holm(stats["p_ttest"].to_numpy())
     assert stats["p_ttest_holm"].to_numpy() == pytest.approx(expected_holm)
     assert stats.loc["mnist", "p_ttest_holm"] == pytest.approx(3 * p_hand, rel=1e-6)
-    assert 2.5 <= stats.loc["mnist", "ci_low"] <= stats.loc["mnist", "ci_high"] <= 3.5
+    # 3 seeds: Student's t interval, 3 ± t(0.975, 2) * 0.5 / sqrt(3), t(0.975, 2) = 4.302653 (tables)
+    half = 4.302653 * 0.5 / math.sqrt(3)
+    assert stats.loc["mnist", ["ci_low", "ci_high"]].tolist() == pytest.approx([3 - half, 3 + half], rel=1e-6)
+    assert stats.loc["mnist", "ci_method"] == "t"
     assert stats.loc["mnist", "p_wilcoxon"] == pytest.approx(0.25)  # exact: 3 positive ranks, 2/2^3
     assert stats["outcome"].to_dict() == {"mnist": "win", "fashionmnist": "loss", "cifar10": "tie"}
-    assert summary["protocols"]["paper"]["win_tie_loss"] == {"adam": {"win": 1, "tie": 1, "loss": 1}}
+    assert summary["protocols"]["paper"]["win_tie_loss"] == {"adam": {"win": 1, "tie": 1, "loss": 1, "untested": 0}}
     assert summary["protocols"]["paper"]["overhead"]["thermolion"]["ratio_to_adam"] == pytest.approx(1.3)
-    assert "diverged" in (out / "README.md").read_text()
-    assert json.loads((out / "summary.json").read_text())["complete_runs"] == 18
+    index = (out / "README.md").read_text()
+    assert "| paper/mnist/thermolion/seed3 | ? |" in index  # diverged, counted at chance
+    assert "| paper/mnist/adam/seed3 | interrupted |" in index and "| paper/cifar10/adam/seed4 | failed |" in index
+    assert json.loads((out / "summary.json").read_text())["complete_runs"] == 19
 
 
 def test_paper_comparison_states_whether_claims_reproduced(tmp_path):
@@ -127,7 +139,7 @@ def test_paper_comparison_states_whether_claims_reproduced(tmp_path):
         fake_run(root, "gtsrb", "adam", seed, 72.0 + seed)
     R.build_report(root, tmp_path / "out")
     text = (tmp_path / "out" / "paper_comparison.md").read_text()
-    assert "| gtsrb | thermolion | 87.98 | 70.50 ± 0.71 (n=2) | -17.48 |" in text
+    assert "| gtsrb | thermolion | 87.98 | 70.50 ± 0.71 (2/2) | -17.48 |" in text
     assert "gtsrb: paper ThermoLion − Adam = +20.60 points; ours -2.00 (n=2): **not reproduced**" in text
     assert "cifar10: not run here" in text
 
@@ -139,7 +151,7 @@ def test_no_complete_runs_is_a_clear_error_and_exit_code(tmp_path):
         [sys.executable, "-m", "runners.report", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2
-    assert "no complete runs under" in proc.stderr and "1 incomplete, failed or diverged" in proc.stderr
+    assert "no finished runs under" in proc.stderr and "(1 failed;" in proc.stderr and "runners.status" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -2,17 +2,20 @@
 
     python -m runners.report <results_dir> [--out results/<name>] [--baseline adam] [--candidate thermolion]
 
-Reads every run folder below ``results_dir`` (a folder with ``run.json``). Only complete runs
-(``DONE`` present, status ``done``) enter the numbers; running, killed, failed and diverged runs
-are counted and listed in ``README.md`` and ``summary.json``, never mixed in. Writes, per protocol
+Reads every run folder below ``results_dir`` (a folder with ``run.json`` or ``LOCK``) and gives each
+a status (``runners.outcomes``): done runs count with their numbers, diverged runs at chance accuracy
+(and never reach a target); failed, interrupted and running runs get no number but every table cell
+counts them, and ``README.md`` and ``summary.json`` list them with their reasons. Writes, per protocol
 found, into ``<out>/<protocol>/``:
 
 * ``table_final.{csv,md,tex}``: datasets x optimizers, final eval accuracy mean ± std over seeds
-  (n shown where it differs), best per row in bold. The paper protocol's eval accuracy is on
-  the training subset, as the paper reported; the rigorous protocol's on the test split.
+  with (done / attempted) and the runs that are not done, best per row in bold. The paper
+  protocol's eval accuracy is on the training subset, as the paper reported; the rigorous
+  protocol's on the test split.
 * ``stats.{csv,md}``: the candidate (ThermoLion) against every other optimizer per dataset, paired
-  by seed: mean difference, bootstrap 95% CI, paired t-test and Wilcoxon p-values, both
-  Holm-corrected across datasets (per baseline), and a win/tie/loss count.
+  by seed: mean difference, 95% CI (t below 6 seeds, else bootstrap), paired t-test and Wilcoxon
+  p-values, both Holm-corrected across datasets (per baseline), and a win/tie/loss count (untested
+  outcomes apart).
 * ``convergence.{png,pdf}``: per dataset, training loss (log axis) and eval accuracy per epoch,
   mean ± std band over seeds, one colour per optimizer throughout.
 * ``thermolion_phase.png``: ThermoLion's gate mean, gas fraction, alignment rate and temperature.

@@ -1,7 +1,8 @@
 """Cross-dataset verdicts (rliable, Demšar 2006): one section's runs pooled over datasets.
 
 Definitions (tested against hand computations in tests/test_aggregate.py):
-* score of a run: (acc - chance) / (best mean - chance) on its dataset, chance = 100 / classes and
+* score of a run: (acc - chance) / (best mean - chance) on its dataset (a diverged run: acc = chance,
+  so 0), chance = 100 / classes and
   best mean = the highest mean final accuracy of any optimizer on that dataset in this section. So
   1 is "as good as the best optimizer's average", 0 is chance; scores are comparable across datasets.
 * IQM: the mean of the middle 50% of the pooled run scores (scipy.stats.trim_mean, 25% each side).
@@ -138,7 +139,8 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     }
     for k, opt in enumerate(optimizers):
         r = runs[runs["optimizer"] == opt]
-        row = {"optimizer": opt, "runs": len(r), "datasets": r["dataset"].nunique()}
+        lost = int((r["status"] == "diverged").sum()) if "status" in r else 0
+        row = {"optimizer": opt, "runs": len(r), "diverged": lost, "datasets": r["dataset"].nunique()}
         for name, fn in (("mean", np.mean), ("median", np.median), ("iqm", iqm)):
             row[name] = float(fn(r["score"].to_numpy()))
             row[f"{name}_low"], row[f"{name}_high"] = stratified_bootstrap_ci(r["score"], r["dataset"], fn, seed=k)
@@ -162,14 +164,15 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     def ci(r, name):
         return f"{r[name]:.3f} [{r[name + '_low']:.3f}, {r[name + '_high']:.3f}]"
 
-    header = ["optimizer", "runs", "datasets", "mean [95% CI]", "median [95% CI]", "IQM [95% CI]"]
+    header = ["optimizer", "runs (diverged)", "datasets", "mean [95% CI]", "median [95% CI]", "IQM [95% CI]"]
     if "avg_rank" in table:
         header.append("avg rank")
     if "p_candidate_better" in table:
         header.append(f"P({candidate} > X) [95% CI]")
     lines = []
     for _, r in table.iterrows():
-        cells = [r["optimizer"], int(r["runs"]), int(r["datasets"]), ci(r, "mean"), ci(r, "median"), ci(r, "iqm")]
+        runs_cell = f"{int(r['runs'])} ({int(r['diverged'])})"
+        cells = [r["optimizer"], runs_cell, int(r["datasets"]), ci(r, "mean"), ci(r, "median"), ci(r, "iqm")]
         if "avg_rank" in table:
             cells.append(_num(r.get("avg_rank", np.nan)))
         if "p_candidate_better" in table:
@@ -182,7 +185,8 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     text = [
         f"# Across datasets ({section}): {len(datasets)} dataset(s), {len(runs)} runs\n",
         "Score of a run: (accuracy − chance) / (best optimizer's mean accuracy − chance) on its dataset, so "
-        "1 = the best optimizer's average and 0 = chance. Mean, median and IQM (mean of the middle 50%) "
+        "1 = the best optimizer's average and 0 = chance; a diverged run scores 0 (runners/outcomes.py). "
+        "Mean, median and IQM (mean of the middle 50%) "
         f"pool every run (datasets × seeds); 95% CIs from a stratified bootstrap ({N_BOOT} resamples, "
         f"strata = datasets). P({candidate} > X): the chance that a run of {candidate} beats a run of X "
         "on the same dataset (Mann–Whitney U / nm), averaged over datasets, with a stratified-bootstrap CI; "

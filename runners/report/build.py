@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -48,11 +49,12 @@ def build_report(
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
     collected = collect(results_dir)
-    runs, epochs, excluded = collected.runs, collected.epochs, collected.excluded
+    runs, epochs, excluded, attempts = collected.runs, collected.epochs, collected.excluded, collected.attempts
     if runs.empty:
+        by = ", ".join(f"{n} {s}" for s, n in Counter(e["status"] for e in excluded).items()) or "no run folders"
         raise ReportError(
-            f"no complete runs under {results_dir} ({len(excluded)} incomplete, failed or "
-            "diverged); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
+            f"no finished runs under {results_dir} ({by}; python -m runners.status {shown_path(results_dir)} "
+            "lists them); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
         )
     present = sorted(runs["optimizer"].unique())
     for flag, name in (("--baseline", baseline), ("--target-reference", target_reference), ("--candidate", candidate)):
@@ -66,6 +68,7 @@ def build_report(
         "candidate": candidate,
         "baseline": baseline,
         "complete_runs": int(len(runs)),
+        "counted_runs": {s: int(n) for s, n in runs["status"].value_counts().items()},
         "excluded": excluded,
         "protocols": {},
     }
@@ -81,10 +84,13 @@ def build_report(
         )
         prun = prun[trial == 0]  # tuning trials have their own analysis; the tables keep the defaults
         pep = epochs[epochs["run_dir"].isin(prun["run_dir"])] if "run_dir" in epochs else epochs.iloc[:0]
+        patt = attempts[
+            (attempts["protocol"] == protocol) & attempts["tuned_from"].isna() & (attempts["trial"].fillna(0) == 0)
+        ]
         if prun.empty:
             summary["protocols"][protocol] = {"tuned": tuned, "tunability": tunability}
             continue
-        table = final_table(prun)
+        table = final_table(prun, patt)
         write_final_tables(table, pout, protocol, prun["code_version"], prun["hardware"])
         if prun["hardware"].nunique() > 1:
             print(
@@ -127,16 +133,29 @@ def build_report(
             "phase_figure": has_phase,
             "code_versions": prun["code_version"].value_counts().to_dict(),
         }
-    summary["paper_comparison"] = write_paper_comparison(runs, out)  # None where no paper-protocol run fits
+    summary["paper_comparison"] = write_paper_comparison(runs, out, attempts)  # None where no paper-protocol run fits
     table_path = write_runs_table(runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame()), out)
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
     index = [
         f"# Report for `{shown_path(results_dir)}`\n",
         f"Command: `{shown_command(command)}`\n" if command else "",
-        f"{len(runs)} complete run(s) in {', '.join(sorted(summary['protocols']))}; {len(excluded)} excluded.\n",
+        f"{len(runs)} counted run(s) in {', '.join(sorted(summary['protocols']))} "
+        f"({', '.join(f'{n} {s}' for s, n in summary['counted_runs'].items())}); {len(excluded)} without a number. "
+        "A diverged run counts at chance accuracy and never reaches a target; failed, interrupted and running "
+        "runs get no number but every table cell counts them (runners/outcomes.py).\n",
     ]
+    diverged = runs[runs["status"] == "diverged"]
+    if not diverged.empty:
+        index.append("## Diverged (counted at chance)\n")
+        index.append(
+            markdown_table(
+                ["run", "diverged at epoch"],
+                [[r.run_dir, _epoch(r.diverged_at_epoch)] for r in diverged.itertuples()],
+            )
+        )
     if excluded:
+        index.append("## Without a number\n")
         index.append(
             markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded])
         )
@@ -152,6 +171,10 @@ def build_report(
     )
     write_text(out / "README.md", "\n".join(index))
     return summary
+
+
+def _epoch(value) -> str:
+    return "?" if value is None or value != value else str(int(value))
 
 
 def main(argv=None) -> int:
@@ -185,7 +208,7 @@ def main(argv=None) -> int:
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
-    print(f"report: {summary['complete_runs']} complete run(s), {len(summary['excluded'])} excluded -> {out}")
+    print(f"report: {summary['complete_runs']} counted run(s), {len(summary['excluded'])} without a number -> {out}")
     return 0
 
 

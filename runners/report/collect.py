@@ -1,4 +1,4 @@
-"""Reading a results folder: one row per complete run, one per (run, epoch), and the excluded rest."""
+"""Reading a results folder: every run folder classified (runners.outcomes), the counted runs as rows."""
 
 from __future__ import annotations
 
@@ -14,9 +14,19 @@ import pandas as pd
 
 from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS
 
+from ..outcomes import COUNTED, chance, classify
 from ..train.datasets import DATASETS, PAPER_DATASETS
 
-__all__ = ["ReportError", "Collected", "collect", "collect_runs", "DATASET_ORDER", "OPTIMIZER_ORDER", "_ordered"]
+__all__ = [
+    "ReportError",
+    "Collected",
+    "collect",
+    "collect_runs",
+    "run_folders",
+    "DATASET_ORDER",
+    "OPTIMIZER_ORDER",
+    "_ordered",
+]
 
 DATASET_ORDER = list(PAPER_DATASETS) + [d for d in DATASETS if d not in PAPER_DATASETS]
 
@@ -30,104 +40,149 @@ class ReportError(RuntimeError):
 
 @dataclass
 class Collected:
-    runs: pd.DataFrame  # one row per complete run
-    epochs: pd.DataFrame  # one row per (complete run, epoch)
-    curves: pd.DataFrame  # evaluation points per complete run: step, epoch, seconds, eval_acc (fine if evals.csv)
-    excluded: list[dict]  # incomplete, failed, diverged and unreadable runs, with the reason
+    runs: pd.DataFrame  # one row per counted run (done, or diverged at chance): what the statistics see
+    epochs: pd.DataFrame  # one row per (done run, epoch)
+    curves: pd.DataFrame  # evaluation points per done run: step, epoch, seconds, eval_acc (fine if evals.csv)
+    excluded: list[dict]  # failed, interrupted, running and unreadable runs, with the reason
     records: list[dict] = field(default_factory=list)  # every run folder, flattened (the runs table)
+    attempts: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run with a config: its key and status
 
 
 def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """(runs, epochs, excluded): one row per complete run, one per (run, epoch), and the rest."""
+    """(runs, epochs, excluded): one row per counted run, one per (run, epoch), and the rest."""
     c = collect(results_dir)
     return c.runs, c.epochs, c.excluded
 
 
-def collect(results_dir: Path) -> Collected:
+def run_folders(results_dir: Path) -> list[Path]:
+    """Every run folder: one with a run.json, or with a LOCK only (killed before its first write)."""
+    found = {p.parent for name in ("run.json", "LOCK") for p in Path(results_dir).rglob(name)}
+    # Hydra's own folders (.hydra, .submitit) are not runs
+    return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(results_dir).parts))
+
+
+def collect(results_dir: Path, current_version: Optional[str] = None) -> Collected:
+    """Every run folder under ``results_dir``, classified by ``runners.outcomes`` (``current_version``:
+    the checkout's code version, to tell stale runs; None leaves that to the mixed-code warnings)."""
     # Plain csv parsing and one DataFrame per kind at the end: per-file pandas calls cost ~10x more
     # and dominate on large folders (scripts/bench_report.py).
-    runs, epochs, curves, excluded, records = [], [], [], [], []
-    for info_path in sorted(Path(results_dir).rglob("run.json")):
-        run_dir = info_path.parent
-        rel = run_dir.relative_to(results_dir)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # Hydra's own folders
-        name = rel.as_posix()  # reports name runs relative to the results folder, never by machine path
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            excluded.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
-            records.append({"run_dir": name, "status": "unreadable"})
-            continue
-        status = info.get("status", "unknown")
-        record = {"run_dir": name, "status": status, "info": info}
+    runs, epochs, curves, excluded, records, attempts = [], [], [], [], [], []
+    for run_dir in run_folders(results_dir):
+        name = run_dir.relative_to(results_dir).as_posix()  # reports name runs relative to the results folder
+        info = None
+        if (run_dir / "run.json").exists():
+            try:
+                info = json.loads((run_dir / "run.json").read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                excluded.append({"run_dir": name, "status": "unreadable", "reason": f"run.json: {err}"})
+                records.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
+                continue
+        outcome = classify(run_dir, info, current_version)
+        status = outcome.finished_as or outcome.status  # a stale run counts as what it finished as
+        record = {"run_dir": name, "status": outcome.status, "reason": outcome.reason, "info": info or {}}
         records.append(record)
-        if status != "done" or not (run_dir / "DONE").exists():
-            reason = info.get("error") or (
-                f"diverged at epoch {info.get('diverged_at_epoch')}"
-                if status == "diverged"
-                else "no DONE marker (running or killed)"
-            )
-            excluded.append({"run_dir": name, "status": status, "reason": reason})
+        cfg = (info or {}).get("config")
+        key = _key(run_dir, cfg, name) if cfg else None
+        if status not in COUNTED:
+            excluded.append({"run_dir": name, "status": outcome.status, "reason": outcome.reason})
+            if key:
+                attempts.append({**key, "status": outcome.status})
             continue
-        cfg = info["config"]
-        rows, problem = read_rows(run_dir / "metrics.csv", _NEEDED)
-        if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
-            problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
-        if problem:
-            excluded.append({"run_dir": name, "status": "unreadable", "reason": f"metrics.csv {problem}"})
-            record["status"] = "unreadable"
-            continue
-        # Folder "<optimizer>[_<overrides>][+<settings>]": runs with other settings (epochs, label
-        # noise, ...) form their own section "<protocol>+<settings>", never mixed with the defaults.
-        optimizer, _, settings = run_dir.parent.name.partition("+")
-        key = {
-            "protocol": cfg["protocol"] + (f"+{settings}" if settings else ""),
-            "dataset": cfg["data"]["name"],
-            "optimizer": optimizer,
-            "optimizer_name": cfg["optimizer"]["name"],
-            "seed": int(cfg["seed"]),
-            "run_dir": name,
-        }
-        if "step" not in rows[0]:  # runs written before the step column: full batches per epoch
-            per_epoch = -(
-                -int(info.get("sizes", {}).get("train", 0)) // int(cfg.get("trainer", {}).get("batch_size", 1))
-            )
-            for r in rows:
-                r["step"] = r["epoch"] * per_epoch
-        last, best = rows[-1], max(rows, key=lambda r: r["eval_acc"])
-        run = {
-            **key,
-            "lr": float(cfg["optimizer"].get("lr", math.nan)),
-            "tuned_from": cfg.get("tuned_from"),
-            "trial": cfg.get("trial"),
-            "search_space": cfg.get("search_space"),
-            "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
-            "code_version": info.get("code_version") or "unrecorded",
-            "hardware": hardware_of(info.get("environment") or {}),
-            "num_classes": DATASETS[cfg["data"]["name"]].num_classes,
-            "final_eval_acc": last["eval_acc"],
-            "final_eval_loss": last["eval_loss"],
-            "final_train_loss": last["train_loss"],
-            "final_train_acc": last["train_acc"],
-            "best_eval_acc": best["eval_acc"],
-            "best_epoch": int(best["epoch"]),
-            "epochs": len(rows),
-            "step_time_ms": statistics.median(r["step_time_ms"] for r in rows) if "step_time_ms" in last else math.nan,
-            "eval_split": info.get("sizes", {}).get("eval_split"),
-            "notes": info.get("data_notes", []),
-        }
+        if status == "done":
+            rows, problem = read_rows(run_dir / "metrics.csv", _NEEDED)
+            if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
+                problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
+            if problem:
+                excluded.append({"run_dir": name, "status": "unreadable", "reason": f"metrics.csv {problem}"})
+                record["status"] = "unreadable"
+                attempts.append({**key, "status": "unreadable"})
+                continue
+            if "step" not in rows[0]:  # runs written before the step column: full batches per epoch
+                per_epoch = -(
+                    -int(info.get("sizes", {}).get("train", 0)) // int(cfg.get("trainer", {}).get("batch_size", 1))
+                )
+                for r in rows:
+                    r["step"] = r["epoch"] * per_epoch
+            run = {**key, "status": "done", **_metrics(rows)}
+            epochs += [{**key, **r} for r in rows]
+            curves += _curve(run_dir, name, rows, bool(cfg.get("trainer", {}).get("eval_every_steps")))
+        else:  # diverged: a result, at chance, with no curve (it never reaches a target)
+            rows, _ = read_rows(run_dir / "metrics.csv", _NEEDED)
+            level = chance(DATASETS[cfg["data"]["name"]].num_classes)
+            run = {
+                **key,
+                "status": "diverged",
+                **{m: math.nan for m in ("final_eval_loss", "final_train_loss", "final_train_acc", "best_epoch")},
+                "final_eval_acc": level,
+                "best_eval_acc": level,
+                "epochs": int(info.get("epochs_done") or 0),
+                "step_time_ms": _median_step(rows or []),
+            }
+        run.update(_settings(cfg, info))
+        run["diverged_at_epoch"] = info.get("diverged_at_epoch")
         runs.append(run)
-        record.update(run)
-        epochs += [{**key, **r} for r in rows]
-        curves += _curve(run_dir, name, rows)
+        attempts.append({**key, "status": run["status"]})
+        record.update(
+            run, status=outcome.status
+        )  # the runs table keeps "stale"; the statistics count what it finished as
     return Collected(
         pd.DataFrame(runs),
         pd.DataFrame(epochs),
         pd.DataFrame(curves, columns=["run_dir", "step", "epoch", "seconds", "eval_acc", "fine"]),
         excluded,
         records,
+        pd.DataFrame(attempts, columns=[*_KEY, "trial", "tuned_from", "status"]),
     )
+
+
+_KEY = ("protocol", "dataset", "optimizer", "optimizer_name", "seed", "run_dir")
+
+
+def _key(run_dir: Path, cfg: dict, name: str) -> dict:
+    # Folder "<optimizer>[_<overrides>][+<settings>]": runs with other settings (epochs, label
+    # noise, ...) form their own section "<protocol>+<settings>", never mixed with the defaults.
+    optimizer, _, settings = run_dir.parent.name.partition("+")
+    return {
+        "protocol": cfg["protocol"] + (f"+{settings}" if settings else ""),
+        "dataset": cfg["data"]["name"],
+        "optimizer": optimizer,
+        "optimizer_name": cfg["optimizer"]["name"],
+        "seed": int(cfg["seed"]),
+        "run_dir": name,
+        "trial": cfg.get("trial"),
+        "tuned_from": cfg.get("tuned_from"),
+    }
+
+
+def _metrics(rows: list[dict]) -> dict:
+    last, best = rows[-1], max(rows, key=lambda r: r["eval_acc"])
+    return {
+        "final_eval_acc": last["eval_acc"],
+        "final_eval_loss": last["eval_loss"],
+        "final_train_loss": last["train_loss"],
+        "final_train_acc": last["train_acc"],
+        "best_eval_acc": best["eval_acc"],
+        "best_epoch": int(best["epoch"]),
+        "epochs": len(rows),
+        "step_time_ms": _median_step(rows),
+    }
+
+
+def _median_step(rows: list[dict]) -> float:
+    return statistics.median(r["step_time_ms"] for r in rows) if rows and "step_time_ms" in rows[-1] else math.nan
+
+
+def _settings(cfg: dict, info: dict) -> dict:
+    return {
+        "lr": float(cfg["optimizer"].get("lr", math.nan)),
+        "search_space": cfg.get("search_space"),
+        "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
+        "code_version": info.get("code_version") or "unrecorded",
+        "hardware": hardware_of(info.get("environment") or {}),
+        "num_classes": DATASETS[cfg["data"]["name"]].num_classes,
+        "eval_split": info.get("sizes", {}).get("eval_split"),
+        "notes": info.get("data_notes", []),
+    }
 
 
 _NEEDED = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
@@ -164,9 +219,10 @@ def hardware_of(env: dict) -> str:
     return f"{device} ({threads} threads)" if threads and env.get("device_type", "cpu") == "cpu" else device
 
 
-def _curve(run_dir: Path, name: str, rows: list[dict]) -> list[tuple]:
-    """Evaluation points of a run: evals.csv (every few steps) when present and whole, else the epoch rows."""
-    if (run_dir / "evals.csv").exists():
+def _curve(run_dir: Path, name: str, rows: list[dict], fine: bool) -> list[tuple]:
+    """Evaluation points of a run: evals.csv (every few steps) when the run wrote one and it is whole,
+    else the epoch rows."""
+    if fine and (run_dir / "evals.csv").exists():
         fine, problem = read_rows(run_dir / "evals.csv", ("step", "epoch", "eval_acc", "train_seconds"))
         if problem is None:
             return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]

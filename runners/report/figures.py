@@ -45,7 +45,10 @@ def _finish_grid(fig, axes, used: int, cols: int, title: str, paths, bottom: flo
     plt.close(fig)
 
 
-def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
+def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
+    """convergence.{png,pdf} of the done runs; False (and no figure) when none has an epoch row."""
+    if epochs.empty:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +92,7 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> None:
         [out / "convergence.png", out / "convergence.pdf"],
         bottom=0.06,
     )
+    return True
 
 
 PHASE_COLUMNS = [
@@ -104,6 +108,8 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
 
     matplotlib.use("Agg")
 
+    if epochs.empty:
+        return False
     sub = epochs[epochs["optimizer_name"].str.startswith("thermolion")]
     if sub.empty or "gate_mean" not in sub.columns or sub["gate_mean"].isna().all():
         return False

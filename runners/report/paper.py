@@ -8,7 +8,7 @@ from typing import Optional
 import pandas as pd
 
 from ..atomic import write_text
-from .tables import _cell, markdown_table
+from .tables import _cell, final_table, markdown_table
 
 PAPER_FIGURES = [
     ("gtsrb", "thermolion", 87.98),
@@ -19,24 +19,30 @@ PAPER_FIGURES = [
 ]
 
 
-def write_paper_comparison(runs: pd.DataFrame, out: Path) -> Optional[list[dict]]:
+def write_paper_comparison(
+    runs: pd.DataFrame, out: Path, attempts: Optional[pd.DataFrame] = None
+) -> Optional[list[dict]]:
     """paper_comparison.md, only where paper-protocol runs of the paper's figures' datasets exist."""
     paper = runs[runs["protocol"] == "paper"]
     if not paper["dataset"].isin({d for d, _, _ in PAPER_FIGURES}).any():
         (out / "paper_comparison.md").unlink(missing_ok=True)  # a stale one from an earlier report
         return None
+    tried = attempts[attempts["protocol"] == "paper"] if attempts is not None and not attempts.empty else None
+    table = final_table(paper, tried).set_index(["dataset", "optimizer"])
     rows = []
     for dataset, opt, figure in PAPER_FIGURES:
-        ours = paper[(paper["dataset"] == dataset) & (paper["optimizer"] == opt)]["final_eval_acc"]
+        hit = table.loc[(dataset, opt)] if (dataset, opt) in table.index else None
+        counted = hit is not None and hit["n"] > 0
         rows.append(
             {
                 "dataset": dataset,
                 "optimizer": opt,
                 "paper": figure,
-                "ours_mean": float(ours.mean()) if len(ours) else None,
-                "ours_std": float(ours.std(ddof=1)) if len(ours) > 1 else None,
-                "n": int(len(ours)),
-                "difference": float(ours.mean() - figure) if len(ours) else None,
+                "ours_mean": float(hit["mean"]) if counted else None,
+                "ours_std": float(hit["std"]) if counted and hit["n"] > 1 else None,
+                "n": int(hit["n"]) if hit is not None else 0,
+                "cell": _cell(hit) if hit is not None else "not run",
+                "difference": float(hit["mean"] - figure) if counted else None,
             }
         )
     lines = [
@@ -49,9 +55,7 @@ def write_paper_comparison(runs: pd.DataFrame, out: Path) -> Optional[list[dict]
             r["dataset"],
             r["optimizer"],
             f"{r['paper']:.2f}",
-            "not run"
-            if r["ours_mean"] is None
-            else _cell(r["ours_mean"], r["ours_std"] if r["ours_std"] is not None else float("nan"), r["n"], True),
+            r["cell"],
             "–" if r["difference"] is None else f"{r['difference']:+.2f}",
         ]
         for r in rows

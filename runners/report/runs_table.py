@@ -1,7 +1,8 @@
 """One table of all runs (benchopt's layout): ``runs.parquet``, or ``runs.csv`` without pyarrow.
 
-One row per run folder, complete or not: ``status``; every config field as a dotted column
-(``config.optimizer.lr``, ``config.trainer.epochs``, ...); final and best-epoch metrics; the
+One row per run folder, complete or not: ``status`` (``runners.outcomes``) and its ``reason``;
+every config field as a dotted column (``config.optimizer.lr``, ``config.trainer.epochs``, ...); final
+and best-epoch metrics; the
 time-to-target of its section; ``code_version``; the environment (``env.torch``, ``env.device``, ...).
 Values that are lists or mappings (e.g. betas) are stored as JSON text. Read it back with
 ``pd.read_parquet`` or DuckDB (``SELECT * FROM 'runs.parquet'``).
@@ -52,6 +53,7 @@ def runs_frame(records: list[dict], times: pd.DataFrame) -> pd.DataFrame:
         row = {
             "run_dir": rec["run_dir"],
             "status": rec["status"],
+            "reason": rec.get("reason"),
             "error": info.get("error"),
             "code_version": info.get("code_version") or "unrecorded",
             "fingerprint": info.get("fingerprint"),

@@ -12,24 +12,47 @@ import pandas as pd
 from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
 
+UNCOUNTED = ("failed", "interrupted", "running", "unreadable")  # attempted, with no number (runners.outcomes)
 
-def final_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (dataset, optimizer) with mean, std, n and whether it is the row's best."""
+
+def final_table(runs: pd.DataFrame, attempts: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Long table: one row per (dataset, optimizer) with mean, std and n over the counted runs (diverged
+    ones at chance), the attempted runs by status, and whether it is the row's best."""
     g = runs.groupby(["dataset", "optimizer"])["final_eval_acc"]
-    table = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    table = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
+    tried = attempts if attempts is not None and not attempts.empty else runs.assign(status=_status(runs))
+    counts = tried.groupby(["dataset", "optimizer"])["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=["done", "diverged", *UNCOUNTED], fill_value=0)
+    table = table.join(counts, how="outer").fillna({"n": 0, **{c: 0 for c in counts.columns}}).reset_index()
+    table[["n", *counts.columns]] = table[["n", *counts.columns]].astype(int)
+    table["attempted"] = table[list(counts.columns)].sum(axis=1)
     table["best"] = table["mean"] == table.groupby("dataset")["mean"].transform("max")
     return table
 
 
-def _cell(mean: float, std: float, n: int, show_n: bool) -> str:
-    text = f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
-    return f"{text} (n={n})" if show_n else text
+def _status(runs: pd.DataFrame) -> pd.Series:
+    return runs["status"] if "status" in runs else pd.Series("done", index=runs.index)
+
+
+def _cell(r, show_n: bool = True) -> str:
+    """``97.20 ± 0.40 (3/3)``, ``chance (0/3, 3 diverged)``, ``– (0/2, 2 failed)``: the value over the
+    counted runs, then done/attempted and every run that is not done."""
+    n, mean, std = int(r["n"]), r["mean"], r["std"]
+    if n == 0:
+        value = "–"
+    elif int(r["diverged"]) == n:
+        value = "chance"
+    else:
+        value = f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+    if not show_n:
+        return value
+    others = "".join(f", {int(r[s])} {s}" for s in ("diverged", *UNCOUNTED) if int(r[s]))
+    return f"{value} ({int(r['done'])}/{int(r['attempted'])}{others})"
 
 
 def _wide(table: pd.DataFrame, bold: tuple[str, str]) -> tuple[list[str], list[str], list[list[str]]]:
     datasets = _ordered(table["dataset"], DATASET_ORDER)
     optimizers = _ordered(table["optimizer"], OPTIMIZER_ORDER)
-    show_n = table["n"].nunique() > 1
     rows = []
     for d in datasets:
         row = []
@@ -39,7 +62,7 @@ def _wide(table: pd.DataFrame, bold: tuple[str, str]) -> tuple[list[str], list[s
                 row.append("–")
                 continue
             r = hit.iloc[0]
-            text = _cell(r["mean"], r["std"], int(r["n"]), show_n)
+            text = _cell(r)
             row.append(f"{bold[0]}{text}{bold[1]}" if r["best"] else text)
         rows.append(row)
     return datasets, optimizers, rows
@@ -91,11 +114,16 @@ def write_final_tables(
     datasets, optimizers, rows = _wide(table, ("**", "**"))
     md = (
         f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
-        f"Best per row in bold. {code_versions_note(versions)}{hardware_note(hardware)}\n\n"
+        "Each cell: the mean over its counted runs, a diverged run at chance (100 / classes), then "
+        "(done / attempted) and every run that is not done; `chance`: every counted run diverged; `–`: "
+        f"none finished. Best per row in bold. {code_versions_note(versions)}{hardware_note(hardware)}\n\n"
         + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)])
     )
     write_text(out / "table_final.md", md)
-    csv_table = table.assign(protocol=protocol)[["protocol", "dataset", "optimizer", "mean", "std", "n", "best"]]
+    counts = ["attempted", "done", "diverged", *UNCOUNTED]
+    csv_table = table.assign(protocol=protocol)[
+        ["protocol", "dataset", "optimizer", "mean", "std", "n", "best", *counts]
+    ]
     write_text(out / "table_final.csv", csv_table.to_csv(index=False))
     _, _, tex_rows = _wide(table, (r"\textbf{", "}"))
     tex = [

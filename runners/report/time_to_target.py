@@ -3,8 +3,9 @@
 * target per dataset: the median over seeds of the reference optimizer's final accuracy (AdamW by
   default), or a given number of accuracy points;
 * a run's time-to-target: its first evaluation point (step, epoch, training seconds) at or above the
-  target; infinity when it never gets there. Evaluation points are every few steps when every run of
-  the section has evals.csv (trainer.eval_every_steps), else the ends of epochs;
+  target; infinity when it never gets there or diverged (runners.outcomes). Evaluation points are
+  every few steps when every run of the section with points has evals.csv (trainer.eval_every_steps),
+  else the ends of epochs;
 * an optimizer's time on a dataset: the median over seeds (so infinity when most seeds never arrive);
 * performance ratio r = t / (the fastest optimizer's t on that dataset); profile rho(tau) = share of
   datasets with r <= tau; benchmark score = integral of rho from 1 to 4, divided by 3 (1 = fastest
@@ -61,7 +62,8 @@ def run_times(runs: pd.DataFrame, curves: pd.DataFrame, target_of: dict[str, flo
     out = runs[["dataset", "optimizer", "seed", "run_dir"]].copy()
     out["target"] = out["dataset"].map(target_of)
     points = curves[curves["run_dir"].isin(out["run_dir"])]
-    fine = bool(len(points)) and points.groupby("run_dir")["fine"].all().reindex(out["run_dir"]).fillna(False).all()
+    # diverged runs have no points (their time is infinite): the grid is fine when every run with points has it
+    fine = bool(len(points)) and bool(points.groupby("run_dir")["fine"].all().all())
     if not fine:
         points = points[points["epoch"] == points["epoch"].round()]  # epoch ends only: the same grid for all
     points = points.merge(out[["run_dir", "target"]], on="run_dir")
@@ -121,8 +123,11 @@ def write_time_to_target(
     _plot(profile(ratios, taus), score, out, section)
     optimizers = _ordered(ratios.columns, OPTIMIZER_ORDER)
     med = times.groupby(["dataset", "optimizer"])[["steps", "epochs", "seconds"]].median()
+    diverged = set(runs.loc[runs["status"] == "diverged", "run_dir"]) if "status" in runs else set()
     reached = (
-        times.assign(hit=np.isfinite(times["steps"])).groupby(["dataset", "optimizer"])["hit"].agg(["sum", "count"])
+        times.assign(hit=np.isfinite(times["steps"]), diverged=times["run_dir"].isin(diverged))
+        .groupby(["dataset", "optimizer"])[["hit", "diverged"]]
+        .agg(["sum", "count"])
     )
 
     mixed = "hardware" in runs and runs["hardware"].nunique() > 1
@@ -133,14 +138,16 @@ def write_time_to_target(
         m, h = med.loc[(d, o)], reached.loc[(d, o)]
         seconds = "" if mixed else f", {m['seconds']:.1f} s"  # seconds only compare on one hardware
         text = "never" if not math.isfinite(m["steps"]) else f"{m['steps']:.0f} steps{seconds}"
-        return f"{text} ({int(h['sum'])}/{int(h['count'])})"
+        lost = int(h[("diverged", "sum")])
+        return f"{text} ({int(h[('hit', 'sum')])}/{int(h[('hit', 'count')])}" + (f", {lost} diverged)" if lost else ")")
 
     what = "every few steps (evals.csv)" if times.attrs["fine"] else "at the end of each epoch"
     source = f"{fixed:g}% on every dataset" if fixed is not None else f"the median final accuracy of {reference}"
     text = [
         f"# Time to target ({section})\n",
         f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
-        "the target. Cells: median over seeds (steps, training seconds) and how many seeds reached it. "
+        "the target; a diverged run's is infinite. Cells: median over seeds (steps, training seconds) and "
+        "how many seeds reached it. "
         "Ratios use steps: r = t / the fastest optimizer's t; the AlgoPerf benchmark score is the "
         f"integral of the profile ρ(τ) = share of datasets with r ≤ τ, from 1 to {TAU_MAX:g}, over "
         f"{TAU_MAX - 1:g} (1 = fastest everywhere)."

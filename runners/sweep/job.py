@@ -88,6 +88,8 @@ def train(cfg: RunConfig) -> RunResult:
             "status": "running",
             "run_dir": str(run_dir),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "owner": {k: lock.owner[k] for k in ("host", "pid", "since")},
+            "epochs_done": 0,
         }
         if lock.took_over:
             info["took_over_from"] = {k: lock.took_over.get(k) for k in ("host", "pid", "since")}
@@ -95,6 +97,9 @@ def train(cfg: RunConfig) -> RunResult:
                 f"took over {run_dir} from {lock.took_over.get('host')} pid {lock.took_over.get('pid')} (owner gone)",
                 flush=True,
             )
+        # On disk from its first second, replacing any older record (rerun=all, stale, failed): a run
+        # killed from here on reads as interrupted (runners.outcomes), never as its old numbers.
+        write_json(run_dir / "run.json", info)
         device = pick_device(cfg.trainer.device)
         if device.type == "cpu":
             keep_freed_memory()
@@ -267,12 +272,21 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock
     if ckpt is not None:
         loop.restore(run, ckpt)
         print(f"resuming {run_dir} at epoch {run.start_epoch + 1}/{tc.epochs}")
+    # Files this run will not write again must not outlive it: a fresh start drops an older run's
+    # curves, and a run without eval_every_steps drops an evals.csv the report would prefer.
+    stale_files = ("evals.csv",) if not tc.eval_every_steps else ()
+    for name in stale_files + (("metrics.csv", "evals.csv") if ckpt is None else ()):
+        (run_dir / name).unlink(missing_ok=True)
+    info["epochs_done"] = run.start_epoch
+    write_json(run_dir / "run.json", info)
     bar = _progress(cfg, (tc.epochs - run.start_epoch) * len(run.loader))
     for row in loop.fit(run, bar):
         lock.check()  # after a take-over, two processes must never write one folder
         write_csv(run_dir / "metrics.csv", run.history)
         if tc.eval_every_steps:
             write_csv(run_dir / "evals.csv", run.evals)
+        info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_json(run_dir / "run.json", info)
         if tc.checkpoint and row["epoch"] < tc.epochs:
             save_checkpoint(
                 ckpt_path,

@@ -26,21 +26,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..outcomes import STALE_AFTER_S, lock_record, owner_gone
+
 __all__ = ["RunLock", "LockLost", "HEARTBEAT_S", "STALE_AFTER_S"]
 
 HEARTBEAT_S = 30.0
-STALE_AFTER_S = 300.0  # another host's lock is stale after this long without a heartbeat
 _GUARD_STALE_S = 60.0  # a take-over guard older than this was left by a taker that died
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 class LockLost(RuntimeError):
@@ -96,18 +87,7 @@ class RunLock:
 
     def holder(self) -> Optional[dict]:
         """The current owner record, with ``age_s`` since its last heartbeat; None when unlocked."""
-        try:
-            record = json.loads(self.path.read_text())
-            record["age_s"] = time.time() - self.path.stat().st_mtime
-            return record
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):  # being written right now, or its creator died before writing it
-            try:  # aged by the file itself, so an empty LOCK left by a dead creator goes stale too
-                age = time.time() - self.path.stat().st_mtime
-            except OSError:
-                age = 0.0
-            return {"host": "?", "pid": -1, "token": "?", "age_s": age}
+        return lock_record(self.path)
 
     def held(self) -> bool:
         """Whether this owner still holds the lock (False once another process took it over)."""
@@ -140,10 +120,7 @@ class RunLock:
         return True
 
     def _stale(self, record: dict) -> bool:
-        if record["age_s"] > self.stale_after_s:  # also covers a reused PID on this host
-            return True
-        same_host = record.get("host") == platform.node()
-        return same_host and isinstance(record.get("pid"), int) and record["pid"] > 0 and not _pid_alive(record["pid"])
+        return owner_gone(record, self.stale_after_s)
 
     def _clear_dead_guard(self) -> None:
         guard = self.path.with_name("LOCK.takeover")

@@ -1,0 +1,141 @@
+"""Run outcomes: what a run folder's files say happened, and how each outcome enters the numbers.
+
+Every run folder has one status, read from its files alone (``run.json``, ``DONE`` and ``LOCK``):
+
+* done: ``DONE`` written and ``run.json`` says done. Counts with its own numbers.
+* diverged: ``DONE`` written and ``run.json`` says diverged (a non-finite loss, metric or
+  diagnostic). Counts with chance (100 / classes) as its final and best accuracy, an infinite
+  time-to-target, and chance for a tuning trial or a tuning seed.
+* failed: ``run.json`` records the exception. No number; counted as attempted, named in its cell
+  and listed with its error.
+* interrupted: ``run.json`` says running (or was never written) but its owner is gone (SIGKILL,
+  the OOM killer, a lost node). As failed; the same command resumes it from its last checkpoint.
+* running: its owner is alive and its heartbeat fresh. As failed, until it ends.
+* stale: done or diverged with other code than the checkout's (only when a current version is
+  given). Counts as what it finished as; tables warn of mixed code and ``rerun=stale`` re-runs it.
+
+A diverged run is a result: leaving it out would let the optimizer that diverges most look best
+(survivorship). A failed, interrupted or running run is no result yet: it is never given a number,
+but every cell says how many runs it covers, so a gap is never silent.
+
+The owner test lives here too (``sweep.lock`` uses it): an owner is gone when, on this host, its PID
+no longer exists, or when its heartbeat (the LOCK file's modification time) is older than
+``STALE_AFTER_S``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = [
+    "STATUSES",
+    "COUNTED",
+    "STALE_AFTER_S",
+    "Outcome",
+    "classify",
+    "counted_accuracy",
+    "chance",
+    "lock_record",
+    "owner_gone",
+    "pid_alive",
+]
+
+STATUSES = {
+    "done": "its own numbers",
+    "diverged": "chance (100 / classes) for final and best accuracy; time-to-target infinite",
+    "failed": "no number; counted as attempted and named in its cell",
+    "interrupted": "no number; counted as attempted and named in its cell (the same command resumes it)",
+    "running": "no number until it ends; counted as attempted",
+    "stale": "as done or diverged, with a mixed-code warning (rerun=stale re-runs it)",
+}
+COUNTED = ("done", "diverged")  # the outcomes that are results (stale ones count as what they finished as)
+
+STALE_AFTER_S = 300.0  # an owner's lock without a heartbeat for this long is gone (10 missed beats)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a key of STATUSES
+    reason: str  # one line: the error, the epoch it diverged at, the owner and its heartbeat age
+    finished_as: Optional[str] = None  # for stale runs: done or diverged
+
+
+def chance(num_classes: int) -> float:
+    """Chance-level accuracy in percent: what a diverged run scores."""
+    return 100.0 / num_classes
+
+
+def counted_accuracy(status: str, accuracy: float, num_classes: int) -> float:
+    """The accuracy a run enters the statistics with: chance for a diverged run, else its own."""
+    return chance(num_classes) if status == "diverged" else accuracy
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def owner_gone(record: dict, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a lock's owner (a record with host, pid and ``age_s``) is gone."""
+    if record["age_s"] > stale_after_s:  # also covers a reused PID on this host
+        return True
+    pid = record.get("pid")
+    return record.get("host") == platform.node() and isinstance(pid, int) and pid > 0 and not pid_alive(pid)
+
+
+def lock_record(path: Path) -> Optional[dict]:
+    """The owner record of a LOCK file with ``age_s`` since its last heartbeat; None when there is none."""
+    try:
+        record = json.loads(path.read_text())
+        record["age_s"] = time.time() - path.stat().st_mtime
+        return record
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # being written right now, or its creator died before writing it
+        try:  # aged by the file itself, so an empty LOCK left by a dead creator goes stale too
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            age = 0.0
+        return {"host": "?", "pid": -1, "token": "?", "age_s": age}
+
+
+def _base(version: Optional[str]) -> str:
+    return (version or "unrecorded").partition("+")[0]  # "+..." is a plug-in's own source
+
+
+def classify(run_dir: Path, info: Optional[dict], current_version: Optional[str] = None) -> Outcome:
+    """The status of one run folder from its files (``info`` is its parsed run.json, None if absent)."""
+    info = info or {}
+    recorded = info.get("status")
+    if (run_dir / "DONE").exists() and recorded in COUNTED:
+        why = f"diverged at epoch {info.get('diverged_at_epoch')}" if recorded == "diverged" else "finished"
+        old = info.get("code_version")
+        if current_version is not None and _base(old) != _base(current_version):
+            return Outcome("stale", f"{why} with code {old}; the code is now {current_version}", recorded)
+        return Outcome(recorded, why)
+    if recorded == "failed":
+        return Outcome("failed", (info.get("error") or "failed (no error recorded)").splitlines()[0])
+    owner = lock_record(run_dir / "LOCK")
+    if owner is not None and not owner_gone(owner):
+        return Outcome(
+            "running",
+            f"held by {owner.get('host')} pid {owner.get('pid')}, heartbeat {owner['age_s']:.0f} s ago, "
+            f"{info.get('epochs_done', 0)} epoch(s) done",
+        )
+    who = info.get("owner") or owner or {}
+    return Outcome(
+        "interrupted",
+        f"its owner {who.get('host', '?')} pid {who.get('pid', '?')} is gone after "
+        f"{info.get('epochs_done', 0)} epoch(s); the same command resumes it",
+    )

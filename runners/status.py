@@ -1,0 +1,94 @@
+"""What each run of a results folder is doing, from its files alone (``python -m runners.status``).
+
+    python -m runners.status outputs                                     # counts, and every run not done
+    python -m runners.status outputs optimizer=thermolion,adamw seed=0,1,2   # ... and the sweep's missing runs
+    python -m runners.status outputs +experiment=tunability              # an experiment's planned sweep
+
+Counts the runs by status (``runners.outcomes``) and lists those that are not done: interrupted
+(whose owner is gone), running (with its heartbeat age), failed (the error's first line), diverged
+(the epoch) and stale (both code versions). Given the overrides of a ``run.py -m`` sweep, it also
+lists the planned runs that have no folder yet. It reads files only, starts nothing and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .outcomes import STATUSES
+
+__all__ = ["planned_runs", "main"]
+
+ORDER = ("done", "diverged", "stale", "running", "interrupted", "failed", "unreadable")
+
+
+def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
+    """The run folders a ``run.py -m <overrides>`` sweep writes into ``results_dir``, expanded the way
+    Hydra's basic sweeper expands them (an experiment's ``hydra.sweeper.params`` first, then the overrides)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from .config import RunConfig
+    from .sweep.compose import CONF_DIR
+
+    given = [*overrides, f"results_dir={results_dir}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plain = [o for o in given if "," not in o and "range(" not in o]  # what selects the experiment
+        cfg = compose(config_name="config", overrides=plain, return_hydra_config=True)
+        params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(params + given)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        folders = []
+        for job in jobs:
+            run = compose(config_name="config", overrides=list(job))
+            folders.append(RunConfig.from_dict(OmegaConf.to_container(run, resolve=True)).run_dir())
+    return folders
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runners.status", description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("overrides", nargs="*", help="a sweep's overrides, as run.py -m takes them: list its missing runs")
+    args = ap.parse_args(argv)
+    if not args.results_dir.is_dir():
+        print(f"status: {args.results_dir} is not a folder; pass a sweep's results_dir (e.g. outputs)", file=sys.stderr)
+        return 2
+    from .report.collect import collect
+    from .sweep.provenance import code_version
+
+    records = collect(args.results_dir, current_version=code_version()).records
+    counts = Counter(r["status"] for r in records)
+    print(
+        f"{args.results_dir}: {len(records)} run(s): "
+        + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s])
+        + (" (nothing here yet)" if not records else "")
+    )
+    for status in ORDER[1:]:
+        listed = [r for r in records if r["status"] == status]
+        if listed:
+            print(f"\n{status} ({STATUSES.get(status, 'no number: its files cannot be read')}):")
+            for r in listed:
+                print(f"  {r['run_dir']}: {r.get('reason', '')}")
+    if args.overrides:
+        try:
+            planned = planned_runs(args.results_dir, args.overrides)
+        except Exception as err:  # noqa: BLE001 - a bad override is reported, never a traceback
+            print(f"\nstatus: cannot expand the sweep {' '.join(args.overrides)}: {err}", file=sys.stderr)
+            return 2
+        have = {(args.results_dir / r["run_dir"]).resolve() for r in records}
+        missing = [p for p in planned if p.resolve() not in have]
+        print(
+            f"\nplanned sweep: {len(planned)} run(s), {len(planned) - len(missing)} with a folder, "
+            f"{len(missing)} missing"
+        )
+        for p in missing:
+            print(f"  {p.relative_to(args.results_dir) if p.is_relative_to(args.results_dir) else p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
