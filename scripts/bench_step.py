@@ -5,11 +5,13 @@
 Every optimizer steps the same parameters with the same fixed gradients; optimizers are
 interleaved round-robin, in a rotating order, so that machine noise and allocator state spread
 evenly, and each figure is a median.
-Ratios are to AdamW with foreach, the usual default. ThermoLion is measured as a user gets it
-(``auto``: foreach below FUSED_MIN_ELEMENTS, the compiled one-kernel path above) and on the
-foreach path alone, with the noise on (steps 1..458 with the defaults) and off (afterwards;
-same code path as ``noise=False``). The compiled path's first step includes compiling; Inductor's
-on-disk cache is pointed at a fresh folder so that this is the cold cost.
+Ratios are to AdamW with foreach, to Adam and to AdamW at torch.optim's defaults (on the CPU, the
+per-tensor loop). ThermoLion is measured on the foreach path and the compiled bucket path: as the
+harness runs it (noise on, diagnostics tracked), with the diagnostics sampled every 10 steps, noise
+on without diagnostics (steps 1..458 with the defaults) and noise off (afterwards; the same code as
+``noise=False``); plus capturable, and ``auto`` (foreach below FUSED_MIN_ELEMENTS, compiled above).
+A compiled path's first step includes compiling; Inductor's on-disk cache is pointed at a fresh
+folder so that this is the cold cost (set TORCHINDUCTOR_CACHE_DIR to time a warm one).
 Writes results/bench_step.csv.
 """
 
@@ -63,27 +65,38 @@ def rss_kib(field: str) -> int:
     return 0
 
 
-def make_optimizers(params):
-    return {
+def make_optimizers(params, compiled: bool = True):
+    """The rivals at their defaults (on the CPU torch.optim's default is the per-tensor loop), then
+    ThermoLion as the harness runs it (noise on, diagnostics tracked) and without each cost, on the
+    foreach path (the default below FUSED_MIN_ELEMENTS) and the compiled bucket path."""
+    opts = {
+        "adam": torch.optim.Adam(params),
+        "adamw": torch.optim.AdamW(params),
         "adamw_foreach": torch.optim.AdamW(params, foreach=True),
         "adamw_fused": torch.optim.AdamW(params, fused=True),
-        "adam": torch.optim.Adam(params, foreach=True),
         "lion": Lion(params),
-        "thermolion_noise_on": ThermoLion(params),
-        "thermolion_noise_off": ThermoLion(params, noise=False),
-        "thermolion_foreach_noise_on": ThermoLion(params, fused=False),
-        "thermolion_foreach_noise_off": ThermoLion(params, fused=False, noise=False),
     }
+    for path, kw in (("foreach", dict(fused=False)), ("compiled", dict(fused=True)))[: 2 if compiled else 1]:
+        opts[f"thermolion_{path}_harness"] = ThermoLion(params, track_stats=True, **kw)
+        opts[f"thermolion_{path}_stats_every10"] = ThermoLion(params, track_stats=True, stats_every=10, **kw)
+        opts[f"thermolion_{path}_noise_on"] = ThermoLion(params, **kw)
+        opts[f"thermolion_{path}_noise_off"] = ThermoLion(params, noise=False, **kw)
+    if compiled:
+        opts["thermolion_compiled_capturable_harness"] = ThermoLion(
+            params, track_stats=True, fused=True, capturable=True
+        )
+    opts["thermolion_auto_harness"] = ThermoLion(params, track_stats=True)  # what ThermoLion() picks here
+    return opts
 
 
-def bench(size: str, repeats: int, device: str) -> list[dict]:
+def bench(size: str, repeats: int, device: str, compiled: bool = True) -> list[dict]:
     gen = torch.Generator(device=device).manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, device=device)) for s in param_shapes(size)]
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device)
     n = sum(p.numel() for p in params)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    opts = make_optimizers(params)
+    opts = make_optimizers(params, compiled)
     first, times, extra = {}, {k: [] for k in opts}, {}
     for name, opt in opts.items():  # first step: lazy state (and compilation for the fused path)
         sync()
@@ -109,6 +122,7 @@ def bench(size: str, repeats: int, device: str) -> list[dict]:
             peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss_kib("VmHWM") * 1024
             extra[name] = max(extra.get(name, 0), peak - base)
     ref = statistics.median(times["adamw_foreach"])
+    adam, adamw = statistics.median(times["adam"]), statistics.median(times["adamw"])
     rows = []
     for name in opts:
         med = statistics.median(times[name])
@@ -126,6 +140,8 @@ def bench(size: str, repeats: int, device: str) -> list[dict]:
                 optimizer=name,
                 median_ms=round(med * 1e3, 3),
                 ratio_to_adamw_foreach=round(med / ref, 3),
+                ratio_to_adam=round(med / adam, 3),
+                ratio_to_adamw=round(med / adamw, 3),
                 first_step_s=round(first[name], 3),
                 peak_extra_mib=round(extra[name] / 2**20, 1),
                 state_mib=round(state / 2**20, 1),
@@ -140,20 +156,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_step.csv"))
+    ap.add_argument("--no-compiled", action="store_true", help="leave out the compiled paths (no compile time)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
     rows = []
     for size in args.sizes:
-        rows += bench(size, args.repeats, args.device)
+        rows += bench(size, args.repeats, args.device, not args.no_compiled)
         print(f"\n{size} parameters ({rows[-1]['numel']:,} elements)")
         print(
-            f"{'optimizer':30s} {'median ms':>10s} {'x adamw-fe':>10s} {'1st step s':>10s} "
+            f"{'optimizer':40s} {'median ms':>10s} {'x adamw-fe':>10s} {'x adam':>7s} {'1st step s':>10s} "
             f"{'peak+ MiB':>10s} {'state MiB':>10s}"
         )
         for r in rows:
             if r["size"] == size:
                 print(
-                    f"{r['optimizer']:30s} {r['median_ms']:10.2f} {r['ratio_to_adamw_foreach']:10.2f} "
+                    f"{r['optimizer']:40s} {r['median_ms']:10.2f} {r['ratio_to_adamw_foreach']:10.2f} "
+                    f"{r['ratio_to_adam']:7.2f} "
                     f"{r['first_step_s']:10.2f} {r['peak_extra_mib']:10.1f} {r['state_mib']:10.1f}"
                 )
     out = Path(args.out)

@@ -116,9 +116,9 @@ def test_auto_mode_fuses_large_buckets_only(monkeypatch):
 def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch):
     import thermolion.fused as tl
 
-    def half_run_then_fail(p, g, m, v, *args):  # as Dynamo does when a trace fails midway
-        m.add_(1.0)
-        v.add_(1.0)
+    def half_run_then_fail(ps, gs, ms, vs, *args):  # as Dynamo does when a trace fails midway
+        ms[0].add_(1.0)
+        vs[-1].add_(1.0)
         raise RuntimeError("simulated compile failure")
 
     monkeypatch.setitem(tl._COMPILED, "kernel", half_run_then_fail)
@@ -141,3 +141,90 @@ def test_the_fused_threshold_is_public_as_the_readme_names_it():
     from thermolion import functional
 
     assert thermolion.FUSED_MIN_ELEMENTS == functional.FUSED_MIN_ELEMENTS == 1 << 22
+
+
+# ------------------------------------------------------------------ capturable, compiled buckets, cheap diagnostics
+def _run(steps, shapes=SHAPES, dtype=torch.float64, seed=4, **kw):
+    gen_data = torch.Generator().manual_seed(11)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen_data, dtype=dtype)) for s in shapes]
+    opt = ThermoLion(params, generator=torch.Generator().manual_seed(seed), **kw)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen_data, dtype=dtype)
+        opt.step()
+    return params, opt
+
+
+def test_a_compiled_capturable_step_never_recompiles_across_the_end_of_the_noise():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    fused, opt = _run(500, fused=True, capturable=True)  # the noise ends at step 459
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert all(torch.is_tensor(s["step"]) and s["step"].item() == 500 for s in opt.state.values())
+    reference, _ = _run(500, foreach=False)
+    for a, b in zip(reference, fused):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_capturable_on_the_cpu_equals_the_default_path():
+    for kw in (dict(), dict(bias_correction=True, noise_scale="unit", track_stats=True)):
+        default, d_opt = _run(470, fused=False, **kw)
+        capt, c_opt = _run(470, fused=False, capturable=True, **kw)
+        for a, b in zip(default, capt):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+        if kw.get("track_stats"):
+            want, got = d_opt.read_stats(), c_opt.read_stats()
+            assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_the_cheap_diagnostics_equal_the_plain_sums_on_the_same_step():
+    shapes = [(64, 32, 3, 3), (64,), (10, 256)]
+    for fused in (False, True):
+        _, cheap = _run(3, shapes, torch.float32, track_stats=True, fused=fused)
+        _, plain = _run(3, shapes, torch.float32, track_stats=True, foreach=False)
+        got, want = cheap.read_stats(), plain.read_stats()
+        assert got.keys() == want.keys()
+        for key in want:  # float32 sums (|u|: a serial float32 norm) against float64 sums
+            assert got[key] == pytest.approx(want[key], rel=2e-5 if key == "update_over_lr" else 1e-6), key
+
+
+def test_stats_every_samples_the_diagnostics_of_every_nth_step():
+    _, every = _run(4, track_stats=True, stats_every=2, noise=False)
+    per_step = []
+    gen_data = torch.Generator().manual_seed(11)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen_data, dtype=torch.float64)) for s in SHAPES]
+    opt = ThermoLion(params, track_stats=True, noise=False)
+    for _ in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen_data, dtype=torch.float64)
+        opt.step()
+        per_step.append(opt.read_stats())
+    sampled = every.read_stats()
+    for key in sampled:  # steps 1 and 3 (the 0th and 2nd calls), equally weighted
+        assert sampled[key] == pytest.approx((per_step[0][key] + per_step[2][key]) / 2, rel=1e-12)
+    with pytest.raises(ValueError, match="stats_every"):
+        ThermoLion(params, stats_every=0)
+
+
+def test_channels_last_parameters_take_the_fused_path():
+    import thermolion.fused as tf
+
+    calls = []
+    real = tf.fused_kernel()
+    tf._COMPILED["kernel"] = lambda *a: calls.append(1) or real(*a)
+    try:
+        runs = []
+        for fused in (True, False):
+            gen = torch.Generator().manual_seed(3)
+            w = torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last))
+            opt = ThermoLion([w], fused=fused, generator=torch.Generator().manual_seed(1))
+            for _ in range(3):
+                w.grad = torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last)
+                opt.step()
+            runs.append(w)
+    finally:
+        tf._COMPILED["kernel"] = real
+    assert len(calls) == 3 and runs[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-6)

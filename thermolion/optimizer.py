@@ -77,8 +77,17 @@ class ThermoLion(Optimizer):
             in :meth:`state_dict`, so a resumed or loaded optimizer draws the same noise. The
             author's code draws from the global RNG instead: with the noise on, the two agree in
             distribution, not draw for draw (noise off, they agree exactly).
-        track_stats: accumulate phase diagnostics on the device at every step;
-            :meth:`read_stats` returns their averages since the last read.
+        track_stats: accumulate phase diagnostics on the device; :meth:`read_stats` returns their
+            averages since the last read.
+        stats_every: with ``track_stats``, accumulate them on every ``stats_every``-th step only
+            (default 1: every step). The diagnostics cost several passes over the parameters, so
+            sampling them makes the step cheaper; their averages are over the sampled steps.
+        capturable: keep each tensor's step count as a 0-dim tensor on its device (torch.optim's
+            convention), so that bias corrections, temperature and the noise gate (a ``torch.where``
+            on T > t_min) are computed on the device: no step reads back to the host, the step can be
+            captured in a CUDA graph, and a compiled step does not recompile when the noise ends.
+            The noise is drawn on every step then (zeroed once T <= t_min); the updates are the
+            default path's.
 
     State: ``m`` and ``v`` are float32 for float32, bfloat16 and float16 parameters (low-precision
     parameters keep full-precision moments; the update is computed in float32 and rounded once
@@ -107,6 +116,8 @@ class ThermoLion(Optimizer):
         fused: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         track_stats: bool = False,
+        stats_every: int = 1,
+        capturable: bool = False,
     ):
         _check_finite_at_least("lr", lr, 0.0)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -134,6 +145,8 @@ class ThermoLion(Optimizer):
             raise ValueError("foreach=False (the per-tensor reference) and fused=True exclude each other")
         if noise_scale not in NOISE_SCALES:
             raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
+        if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
+            raise ValueError(f"stats_every must be an integer >= 1 (1: every step), got {stats_every!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)}")
 
@@ -154,6 +167,7 @@ class ThermoLion(Optimizer):
             maximize=maximize,
             foreach=foreach,
             fused=fused,
+            capturable=capturable,
         )
         super().__init__(params, defaults)
         refuse_complex(self)
@@ -163,6 +177,8 @@ class ThermoLion(Optimizer):
             self._generator_seed = int(torch.randint(2**62, ()).item())
             self.generator = torch.Generator(device=self._params_device()).manual_seed(self._generator_seed)
         self.track_stats = track_stats
+        self.stats_every = stats_every
+        self._stat_calls = 0  # steps since construction: which ones stats_every samples
         self._reset_stats()
         # Optimizer.load_state_dict casts state to each parameter's dtype: keep bf16/fp16 parameters'
         # moments in float32 across a save/load (a resumed run), as a fresh optimizer keeps them.
@@ -171,9 +187,9 @@ class ThermoLion(Optimizer):
 
     # ---------------------------------------------------------------- state and diagnostics
     def _reset_stats(self) -> None:
-        self._stats: Optional[Tensor] = None  # [sum lam, sum gas, sum aligned, sum |u|/lr] on device
+        # [sum lam, sum gas, sum aligned, sum |u|/lr, sum T*numel] on the device, float64
+        self._stats: Optional[Tensor] = None
         self._stat_elements = 0
-        self._stat_temperature = 0.0  # element-weighted sum of T (a Python float: no sync)
 
     def read_stats(self) -> dict[str, float]:
         """Averages of the phase diagnostics since the last read (one host sync), then reset.
@@ -187,14 +203,21 @@ class ThermoLion(Optimizer):
             return {}
         sums = self._stats.tolist()
         n = self._stat_elements
-        out = {name: value / n for name, value in zip(STAT_NAMES[:4], sums)}
-        out["temperature"] = self._stat_temperature / n
+        out = {name: value / n for name, value in zip(STAT_NAMES, sums)}
         self._reset_stats()
         return out
 
     def __getstate__(self) -> dict:  # deepcopy/pickle keep the generator and the diagnostics
         state = super().__getstate__()
-        for key in ("generator", "_generator_seed", "track_stats", "_stats", "_stat_elements", "_stat_temperature"):
+        for key in (
+            "generator",
+            "_generator_seed",
+            "track_stats",
+            "stats_every",
+            "_stat_calls",
+            "_stats",
+            "_stat_elements",
+        ):
             state[key] = getattr(self, key)
         return state
 
@@ -202,6 +225,9 @@ class ThermoLion(Optimizer):
         super().__setstate__(state)  # also reached by load_state_dict
         for group in self.param_groups:
             group.setdefault("noise_scale", "grad")  # state saved before noise_scale existed
+            group.setdefault("capturable", False)
+        self.__dict__.setdefault("stats_every", 1)
+        self.__dict__.setdefault("_stat_calls", 0)
 
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         """The noise generator; an owned one follows parameters moved to another device before use."""
@@ -237,10 +263,16 @@ class ThermoLion(Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 state_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-                state["step"] = 0
+                # capturable: a device tensor, as torch.optim keeps it (float32, so that pow is exact
+                # up to 2**24 steps)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device) if group["capturable"] else 0
                 state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
-            state["step"] += 1
+            if group["capturable"]:
+                state["step"] = _as_step_tensor(state["step"], p.device)
+                state["step"].add_(1)
+            else:
+                state["step"] = int(state["step"]) + 1  # a state saved by a capturable optimizer reads back
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
@@ -251,14 +283,16 @@ class ThermoLion(Optimizer):
     def step(self, closure: Optional[Callable[[], float]] = None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
         loss = evaluate_closure(closure)
+        sample = self.track_stats and self._stat_calls % self.stats_every == 0
+        self._stat_calls += 1
 
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, steps)
             if not params:
                 continue
-            if self.track_stats and self._stats is None:
-                self._stats = torch.zeros(4, dtype=torch.float64, device=params[0].device)
+            if sample and self._stats is None:
+                self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=params[0].device)
             beta1, beta2 = group["betas"]
             thermolion(
                 params,
@@ -282,14 +316,12 @@ class ThermoLion(Optimizer):
                 noise_scale=group["noise_scale"],
                 maximize=group["maximize"],
                 generator=self._noise_generator(params[0].device),
-                stats=self._stats if self.track_stats else None,
+                stats=self._stats if sample else None,
                 foreach=group["foreach"],
                 fused=group["fused"],
             )
-            if self.track_stats:
-                for p, t in zip(params, steps):
-                    self._stat_elements += p.numel()
-                    self._stat_temperature += p.numel() * group["t0"] * group["temp_decay"] ** t
+            if sample:
+                self._stat_elements += sum(p.numel() for p in params)
         return loss
 
 
@@ -310,6 +342,13 @@ def _restore_float32_moments(optimizer: ThermoLion) -> None:
         if p.dtype in (torch.bfloat16, torch.float16) and p in optimizer.state:
             for key, saved in moments.items():
                 optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)
+
+
+def _as_step_tensor(step, device: torch.device) -> Tensor:
+    """A step count as capturable keeps it: a float32 0-dim tensor on the parameter's device."""
+    if isinstance(step, Tensor) and step.device == device and step.dtype == torch.float32:
+        return step
+    return torch.as_tensor(float(step), dtype=torch.float32, device=device)
 
 
 def _check_finite_at_least(name: str, value, low: float) -> None:
