@@ -30,23 +30,16 @@ def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
-    from .config import RunConfig
-    from .sweep.compose import CONF_DIR
+    from .sweep.compose import CONF_DIR, compose_run
 
+    parser = OverridesParser.create()
     given = [*overrides, f"results_dir={results_dir}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        plain = [o for o in given if "," not in o and "range(" not in o]  # what selects the experiment
-        cfg = compose(config_name="config", overrides=plain, return_hydra_config=True)
-        params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-        parsed = OverridesParser.create().parse_overrides(params + given)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
-        folders = []
-        for job in jobs:
-            run = compose(config_name="config", overrides=list(job))
-            folders.append(RunConfig.from_dict(OmegaConf.to_container(run, resolve=True)).run_dir())
-    return folders
+    fixed = [o.input_line for o in parser.parse_overrides(given) if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # the experiment's own sweep
+        params = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.get("params")
+    expanded = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + given)
+    return [compose_run(*job).run_dir() for job in BasicSweeper.split_arguments(expanded, None)[0]]
 
 
 def main(argv=None) -> int:

@@ -221,3 +221,22 @@ def test_a_run_finished_with_other_code_is_stale_with_both_versions(tmp_path, ca
     assert classify(run_dir, info, current_version="0123456789ab+other").status == "done"  # plug-in part only
     out = _status_lines(tmp_path / "results", capsys)
     assert "1 stale" in out and "0123456789ab" in out
+
+
+def test_restat_rebuilds_a_reports_stats_from_its_runs_table(tmp_path):
+    root = tmp_path / "results"
+    for seed, (a, b) in enumerate([(90.0, 88.0), (91.0, 88.5), (93.0, 89.0)]):
+        fake_run(root, "mnist", "thermolion", seed, a)
+        fake_run(root, "mnist", "adam", seed, b)
+    fake_run(root, "mnist", "thermolion", 3, 95.0, status="diverged")  # at chance in both
+    fake_run(root, "mnist", "adam", 3, 80.0)
+    out = tmp_path / "report"
+    build_report(root, out)
+    want = (out / "paper" / "stats.csv").read_text()
+    (out / "paper" / "stats.csv").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "scripts/restat.py", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "paper" / "stats.csv").read_text() == want and "1 comparisons from 8 runs" in proc.stdout
+    assert pd.read_csv(out / "paper" / "stats.csv")["n"].tolist() == [4]

@@ -130,7 +130,7 @@ def _single_tensor_thermolion(
                     (lam < _GAS_THRESHOLD).sum().to(torch.float64),
                     aligned.sum(dtype=torch.float64),
                     direction.abs().sum(dtype=torch.float64),
-                    torch.tensor(temperature * p.numel(), dtype=torch.float64, device=p.device),
+                    torch.full((), temperature * p.numel(), dtype=torch.float64, device=p.device),
                 ]
             )
         target = p if p.dtype == direction.dtype else p.to(direction.dtype)  # round once, at the end
@@ -245,9 +245,12 @@ def _multi_tensor_thermolion(
             weighted = (
                 torch.stack([t * p.numel() for t, p in zip(temps, ps)]).sum(dtype=torch.float64)
                 if capturable
-                else torch.tensor(sum(t * p.numel() for t, p in zip(temps, ps)), dtype=torch.float64)
+                # torch.full: the value is a kernel argument, no host-to-device copy (no CUDA sync)
+                else torch.full(
+                    (), sum(t * p.numel() for t, p in zip(temps, ps)), dtype=torch.float64, device=stats.device
+                )
             )
-            stats += torch.stack([*sums, weighted.to(stats.device)])
+            stats += torch.stack([*sums, weighted])
 
         # Low-precision params: decay and step in float32 and round once, like the reference.
         targets = ps if ps[0].dtype == ms[0].dtype else [p.to(ms[0].dtype) for p in ps]

@@ -115,11 +115,14 @@ def fused_kernel() -> Optional[Callable]:
 
 
 def _scalars(steps: list, device: torch.device) -> Tensor:
-    """The bucket's step counts as one float64 tensor on the device: a device op for capturable
-    (0-dim) step tensors, else one small host-to-device copy."""
+    """The bucket's step counts as one float64 tensor on the device, with no host-to-device copy (a
+    copy from pageable memory would synchronise a CUDA step): stacked capturable (0-dim) step tensors,
+    else ``torch.full``, whose value travels as a kernel argument."""
     if isinstance(steps[0], Tensor):
         return torch.stack(steps).to(torch.float64)
-    return torch.tensor([float(t) for t in steps], dtype=torch.float64, device=device)
+    if all(t == steps[0] for t in steps):  # the usual case: one fill
+        return torch.full((len(steps),), float(steps[0]), dtype=torch.float64, device=device)
+    return torch.stack([torch.full((), float(t), dtype=torch.float64, device=device) for t in steps])
 
 
 def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> None:
@@ -167,7 +170,7 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> No
                     vs,
                     pick(xis),
                     _scalars(pick(steps), ps[0].device),
-                    h.lr.to(ps[0].device, torch.float64) if torch.is_tensor(h.lr) else torch.tensor(h.lr, **f64),
+                    h.lr.to(ps[0].device, torch.float64) if torch.is_tensor(h.lr) else torch.full((), h.lr, **f64),
                     h.beta1,
                     h.beta2,
                     h.eps,
