@@ -49,7 +49,7 @@ class ConfigError(ValueError):
 # What a relaunch trains again: None, finished runs none; stale, those made by other code; all, every one;
 # failed, only the runs that failed (nothing new is started).
 RERUN = (None, "stale", "all", "failed")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "recipe")  # recipe: each optimizer's own (registry)
 
 
 # Each protocol's defaults, written once: conf/protocol/<name>.yaml is generated from these by

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch.optim.swa_utils import SWALR, AveragedModel
@@ -18,7 +18,7 @@ from .data import Prepared
 if TYPE_CHECKING:
     from ..config import RunConfig
 
-__all__ = ["derive_seed", "pick_device", "keep_freed_memory", "load_class", "build_run"]
+__all__ = ["derive_seed", "pick_device", "keep_freed_memory", "load_class", "recipe", "build_run"]
 
 
 def derive_seed(seed: int, dataset: str, stream: str) -> int:
@@ -59,19 +59,37 @@ def load_class(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
-def build_run(cfg: RunConfig, data: Prepared, device: torch.device):
+def recipe(cfg: RunConfig, total_steps: int) -> tuple[str, int, dict]:
+    """The run's lr schedule, its warmup steps and any warmup the optimizer takes itself.
+
+    ``trainer.schedule=recipe`` takes each registered optimizer's published recipe from the registry
+    (``OptimizerSpec.schedule``, ``warmup_share`` of the run's steps, at least 1); a plug-in's is constant.
+    """
+    tc = cfg.trainer
+    if tc.schedule != "recipe":
+        return tc.schedule, tc.warmup_steps, {}
+    if cfg.optimizer.target:
+        return "constant", 0, {}
+    spec = get_spec(cfg.optimizer.name)
+    warmup = max(1, round(spec.warmup_share * total_steps)) if spec.warmup_share else 0
+    if "warmup_steps" in spec.defaults:  # Schedule-Free warms up inside the optimizer
+        return spec.schedule, 0, {"warmup_steps": warmup}
+    return spec.schedule, warmup, {}
+
+
+def build_run(cfg: RunConfig, data: Prepared, device: torch.device, optimizer_warmup: Optional[dict] = None):
     """Model (seeded init), optimizer and, for SWA, the averaged model and its lr schedule."""
     torch.manual_seed(derive_seed(cfg.seed, cfg.data.name, "init"))
     model = build_model(cfg.model, data.channels, data.num_classes, data.image_size).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, cfg.model.resolved()["decay_norm_and_bias"])
-    kwargs = dict(cfg.optimizer.kwargs)
+    kwargs = {**cfg.optimizer.kwargs, **(optimizer_warmup or {})}
     if cfg.optimizer.target:  # a plug-in: the class itself, with exactly the given arguments
-        factory, averaging = load_class(cfg.optimizer.target), None
+        factory, averaging, policy = load_class(cfg.optimizer.target), None, "all"
     else:
         spec = get_spec(cfg.optimizer.name)
-        factory, averaging = spec.factory, spec.averaging
+        factory, averaging, policy = spec.factory, spec.averaging, spec.groups
+    groups = param_groups(model, cfg.model.resolved()["decay_norm_and_bias"], muon=policy == "muon")
     if isinstance(factory, type) and issubclass(factory, ThermoLion):
         gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, cfg.data.name, "noise"))
         kwargs.update(generator=gen, track_stats=cfg.trainer.track_stats)

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from thermolion import ThermoLion
 
 from .augment import EpochAugmenter, resolve_augment
-from .build import build_run, derive_seed
+from .build import build_run, derive_seed, recipe
 from .data import Prepared, TensorLoader, prepare
 from .schedules import build_schedule
 
@@ -36,6 +37,8 @@ __all__ = [
     "build",
     "evaluate",
     "evaluate_epoch",
+    "eval_point",
+    "effective_lr",
     "train_epoch",
     "fit",
     "checkpoint_state",
@@ -55,7 +58,7 @@ class TrainerConfig:
     track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
     checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
     progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
-    schedule: str = "constant"  # per-step lr schedule: constant (the paper's) | cosine | warmup_cosine
+    schedule: str = "constant"  # per-step lr: constant (the paper's) | cosine | warmup_cosine | recipe (registry's)
     warmup_steps: int = 0  # linear warmup steps of warmup_cosine
     grad_clip: Optional[float] = None  # clip the global gradient norm (off; ThermoLion's c = 2.0 assumes unclipped)
     eval_every_steps: Optional[int] = None  # also evaluate every this many steps (evals.csv; off by default)
@@ -91,7 +94,6 @@ def build(cfg: RunConfig, device: torch.device) -> Run:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     data = prepare(cfg.data, seed=cfg.seed, device=device)
-    model, optimizer, swa = build_run(cfg, data, device)
     augment, warning = resolve_augment(cfg.data.augment, cfg.data.name)
     notes = list(data.notes)
     if warning:
@@ -105,7 +107,10 @@ def build(cfg: RunConfig, device: torch.device) -> Run:
         seed=derive_seed(cfg.seed, cfg.data.name, "batches"),
         augmenter=augmenter,
     )
-    scheduler = build_schedule(optimizer, tc.schedule, tc.epochs * len(loader), tc.warmup_steps)
+    total_steps = tc.epochs * len(loader)
+    schedule, warmup_steps, optimizer_warmup = recipe(cfg, total_steps)
+    model, optimizer, swa = build_run(cfg, data, device, optimizer_warmup)
+    scheduler = build_schedule(optimizer, schedule, total_steps, warmup_steps)
     return Run(
         cfg,
         device,
@@ -170,6 +175,45 @@ def evaluate(model, x, y, batch_size: int, amp: bool) -> tuple[float, float]:
     return loss.item() / len(x), 100.0 * correct.item() / len(x)
 
 
+def _train_mode(optimizer) -> None:
+    """An optimizer with modes (Schedule-Free: ``train()``/``eval()``) steps in train mode; a no-op otherwise."""
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+
+
+def eval_point(run: Run, averaged: bool = False) -> nn.Module:
+    """The model to evaluate, at the weights to evaluate.
+
+    SWA's averaged model once averaging has begun. An optimizer with modes is switched to its
+    evaluation weights (Schedule-Free's x) and stays there until the next step: the epoch's
+    checkpoint is written there and training ends there. A BatchNorm model then gets its running
+    statistics recomputed at those weights (torch.optim.swa_utils.update_bn) on the 50 training
+    batches of the Schedule-Free README's recipe, a fixed seeded draw without augmentation.
+    """
+    if averaged:
+        return run.swa[0]
+    if callable(getattr(run.optimizer, "eval", None)):
+        run.optimizer.eval()
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules()):
+            update_bn(_bn_batches(run), run.model)
+    return run.model
+
+
+def _bn_batches(run: Run, batches: int = 50) -> Iterator[torch.Tensor]:
+    x, bs = run.data.train_x, run.cfg.trainer.batch_size
+    gen = torch.Generator().manual_seed(derive_seed(run.cfg.seed, run.cfg.data.name, "batchnorm"))
+    idx = torch.randperm(len(x), generator=gen)[: batches * bs].to(x.device)
+    for i in range(0, len(idx), bs):
+        xb = x[idx[i : i + bs]]
+        yield xb.contiguous(memory_format=torch.channels_last) if run.cfg.trainer.channels_last else xb
+
+
+def effective_lr(optimizer) -> Optional[float]:
+    """The step size an lr-free method uses, d·lr (Prodigy, D-Adaptation), where its group has a ``d``."""
+    group = optimizer.param_groups[0]
+    return float(group["d"]) * float(group["lr"]) if "d" in group else None
+
+
 def _timed_step(optimizer, events: Optional[list]) -> float:
     """``optimizer.step()``; its host seconds, or 0 with a pair of CUDA events appended (no sync per step)."""
     if events is None:
@@ -194,6 +238,7 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
     step_seconds, eval_seconds = 0.0, 0.0
     events = [] if run.device.type == "cuda" else None
     step = epoch * n
+    _train_mode(optimizer)  # after the last epoch's evaluation (or a restored checkpoint) left it in eval
     for x, y in run.loader.epoch(epoch):
         if tc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -216,8 +261,8 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
                 torch.cuda.synchronize(run.device)
             t_eval = time.perf_counter()
             averaged = run.swa is not None and epoch > run.swa[2]  # once averaging has begun: its model
-            eval_model = run.swa[0] if averaged else model
-            eval_loss, eval_acc = evaluate(eval_model, data.eval_x, data.eval_y, tc.batch_size, tc.amp)
+            eval_loss, eval_acc = evaluate(eval_point(run, averaged), data.eval_x, data.eval_y, tc.batch_size, tc.amp)
+            _train_mode(optimizer)
             run.evals.append(
                 {
                     "step": step,
@@ -237,20 +282,22 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
         "step": step,
         "train_loss": train_loss,
         "train_acc": 100.0 * correct.item() / len(data.train_y),
-        "lr": optimizer.param_groups[0]["lr"],
     }
+    if "lr" in optimizer.param_groups[0]:  # a plug-in may take none (COCOB)
+        row["lr"] = optimizer.param_groups[0]["lr"]
+    if (d_lr := effective_lr(optimizer)) is not None:
+        row["effective_lr"] = d_lr
     return row, train_seconds, step_seconds
 
 
 def evaluate_epoch(run: Run, epoch: int) -> tuple[float, float]:
     """(loss, accuracy) at the end of an epoch; SWA averages first and evaluates the averaged model."""
-    eval_model = run.model
-    if run.swa is not None and epoch >= run.swa[2]:
+    averaged = run.swa is not None and epoch >= run.swa[2]
+    if averaged:  # the notebook evaluates the averaged model (no BatchNorm to refresh)
         run.swa[0].update_parameters(run.model)
         run.swa[1].step()
-        eval_model = run.swa[0]  # the notebook evaluates the averaged model (no BatchNorm to refresh)
     tc = run.cfg.trainer
-    return evaluate(eval_model, run.data.eval_x, run.data.eval_y, tc.batch_size, tc.amp)
+    return evaluate(eval_point(run, averaged), run.data.eval_x, run.data.eval_y, tc.batch_size, tc.amp)
 
 
 def fit(run: Run, bar) -> Iterator[dict]:
