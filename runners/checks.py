@@ -49,6 +49,11 @@ def check_run(run: RunConfig) -> None:
             f"trainer.warmup_steps must be >= 1 with schedule=warmup_cosine and 0 otherwise, "
             f"got {t.warmup_steps} with schedule={t.schedule}"
         )
+    if run.optimizer.target and "lr" not in run.optimizer.kwargs and t.schedule not in ("constant", "recipe"):
+        raise ConfigError(
+            f"trainer.schedule={t.schedule} schedules an lr, and {run.optimizer.target} takes none; "
+            "use trainer.schedule=constant"
+        )
     steps = estimated_steps(run)
     if t.warmup_steps and steps is not None and t.warmup_steps >= steps:
         raise ConfigError(

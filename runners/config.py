@@ -17,7 +17,7 @@ from typing import Any, Optional
 from models import MODELS, ModelConfig
 from thermolion import get_spec
 
-from .plugins import PluginError, plugin_name, resolve_target, source_files
+from .plugins import PluginError, meta_parameters, plugin_name, resolve_target, source_files
 from .train.data import DataConfig
 from .train.datasets import get_info
 from .train.loop import TrainerConfig
@@ -112,6 +112,8 @@ class RunConfig:
         cfg.pop("hydra", None)
         opt = dict(cfg.pop("optimizer"))
         name, target = opt.pop("name", None), opt.pop("_target_", None)
+        if target is not None and "lr" in opt and opt["lr"] is None:  # custom.yaml's lr: null (unset)
+            del opt["lr"]
         if target is None:
             try:
                 get_spec(str(name))
@@ -128,6 +130,8 @@ class RunConfig:
         if "lr" in opt and not _is_number(opt["lr"]):
             raise ConfigError(f"optimizer.lr must be a number, got {opt['lr']!r}")
         if lr_scale != 1.0:
+            if "lr" not in opt:
+                raise ConfigError("lr_scale multiplies optimizer.lr, and this optimizer has none; drop lr_scale")
             opt["lr"] = float(opt["lr"]) * lr_scale
         data = dict(cfg.pop("data", {}))
         dataset = cfg.pop("dataset")
@@ -163,18 +167,19 @@ class RunConfig:
             get_info(data["name"])
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        model = cfg.pop("model", {"name": "convnet"})
+        model = _build(ModelConfig, {"name": model} if isinstance(model, str) else dict(model), "model")
+        data = _build(DataConfig, data, "data")
         if target is not None:
             try:
-                name = plugin_name(resolve_target(target, opt), name)
+                name = plugin_name(resolve_target(target, opt, meta_parameters(model, data)), name)
             except PluginError as err:
                 raise ConfigError(str(err)) from None
-        model = cfg.pop("model", {"name": "convnet"})
-        model = {"name": model} if isinstance(model, str) else dict(model)
         run = cls(
             optimizer=OptimizerConfig(name, opt, target, sampled),
-            data=_build(DataConfig, data, "data"),
+            data=data,
             trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
-            model=_build(ModelConfig, model, "model"),
+            model=model,
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             trial=trial,
             search_space=space_file,

@@ -10,6 +10,9 @@ per-tensor loop). ThermoLion is measured on the foreach path and the compiled bu
 harness runs it (noise on, diagnostics tracked), with the diagnostics sampled every 10 steps, noise
 on without diagnostics (steps 1..458 with the defaults) and noise off (afterwards; the same code as
 ``noise=False``); plus capturable, and ``auto`` (foreach below FUSED_MIN_ELEMENTS, compiled above).
+The self-tuning rivals (nadamw, schedulefree_adamw, prodigy, dadapt_adam, muon) are built from the
+registry at their defaults, Muon with its param-group policy (``param_groups(..., muon=True)``); on
+the CPU only at 1M and 21M, since Muon's Newton-Schulz on 4096x4096 matrices takes tens of seconds a step.
 A compiled path's first step includes compiling; Inductor's on-disk cache is pointed at a fresh
 folder so that this is the cold cost (set TORCHINDUCTOR_CACHE_DIR to time a warm one).
 Writes results/bench_step.csv.
@@ -36,7 +39,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.convnet import ConvNet  # noqa: E402
-from thermolion import Lion, ThermoLion  # noqa: E402
+from thermolion import Lion, ThermoLion, build_optimizer  # noqa: E402
+
+RIVALS = ("nadamw", "schedulefree_adamw", "prodigy", "dadapt_adam", "muon")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +68,14 @@ def rss_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def make_rivals(params) -> dict:
+    """The self-tuning rivals at their registry defaults; Muon's groups by its policy, in registration order."""
+    holder = torch.nn.ParameterList(params)
+    opts = {name: build_optimizer(name, holder) for name in RIVALS}
+    opts["schedulefree_adamw"].train()  # Schedule-Free steps in train mode only
+    return opts
 
 
 def make_optimizers(params, compiled: bool = True):
@@ -97,6 +110,8 @@ def bench(size: str, repeats: int, device: str, compiled: bool = True) -> list[d
     n = sum(p.numel() for p in params)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     opts = make_optimizers(params, compiled)
+    if device == "cuda" or size in ("1M", "21M"):
+        opts.update(make_rivals(params))
     first, times, extra = {}, {k: [] for k in opts}, {}
     for name, opt in opts.items():  # first step: lazy state (and compilation for the fused path)
         sync()

@@ -17,6 +17,7 @@ from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
 from .paths import shown_command, shown_path
 from .runs_table import runs_frame, write_runs_table
+from .self_tuning import is_self_tuning, tuned_reference, write_self_tuning
 from .stats import paired_stats, write_stats
 from .tables import final_table, markdown_table, write_final_tables, write_overhead
 from .time_to_target import write_time_to_target
@@ -119,11 +120,23 @@ def build_report(
             target,
         )
         times.append(ttt_runs)
+        self_tuning = None
+        if is_self_tuning(prun):
+            self_tuning = write_self_tuning(
+                prun,
+                collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
+                pout,
+                protocol,
+                candidate,
+                target_reference or reference_of(prun, candidate),
+                tuned_reference(runs, prun),
+            )
         summary["protocols"][protocol] = {
             "tuned": tuned,
             "tunability": tunability,
             "aggregate": aggregate,
             "time_to_target": ttt,
+            "self_tuning": self_tuning,
             "lr_robustness": robustness,
             "runs": int(len(prun)),
             "table": table.to_dict(orient="records"),
@@ -166,8 +179,8 @@ def build_report(
         "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
         "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
         "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
-        "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}` "
-        "and `tunability.{png,md,csv}`.\n"
+        "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}`, "
+        "`tunability.{png,md,csv}` and `self_tuning.{md,png,csv}` (trainer.schedule=recipe).\n"
     )
     write_text(out / "README.md", "\n".join(index))
     return summary

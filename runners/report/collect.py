@@ -119,6 +119,9 @@ def collect(results_dir: Path, current_version: Optional[str] = None) -> Collect
                 "step_time_ms": _median_step(rows or []),
             }
         run.update(_settings(cfg, info))
+        # The step size the optimizer used at its last epoch: d·lr for Prodigy and D-Adaptation, else the lr.
+        logged = (rows or [{}])[-1].get("effective_lr")
+        run["effective_lr"] = float(logged) if logged not in (None, "") else run["lr"]
         run["diverged_at_epoch"] = info.get("diverged_at_epoch")
         runs.append(run)
         attempts.append({**key, "status": run["status"]})
@@ -175,6 +178,18 @@ def _median_step(rows: list[dict]) -> float:
 def _settings(cfg: dict, info: dict) -> dict:
     return {
         "lr": float(cfg["optimizer"].get("lr", math.nan)),
+        "schedule": cfg.get("trainer", {}).get("schedule", "constant"),
+        # The data budget, to match a self-tuning study with a tunability study's tuned re-runs.
+        "budget": "|".join(
+            str(v)
+            for v in (
+                info.get("sizes", {}).get("eval_split"),
+                cfg["data"].get("train_subset"),
+                cfg["data"].get("image_size"),
+                cfg.get("trainer", {}).get("batch_size"),
+                cfg.get("trainer", {}).get("epochs"),
+            )
+        ),
         "search_space": cfg.get("search_space"),
         "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
         "code_version": info.get("code_version") or "unrecorded",

@@ -171,10 +171,14 @@ def write_tuned_table(runs: pd.DataFrame, out: Path, candidate: str) -> Optional
     lrs = tuned.groupby(["dataset", "optimizer"])["lr"].first()
     table["lr"] = [lrs[(d, o)] for d, o in zip(table["dataset"], table["optimizer"])]
     datasets, optimizers, cells = _wide(table, ("**", "**"))
-    cells = [
-        [f"{c} @ lr {lrs.get((d, o), float('nan')):.3g}" if c != "–" else c for c, o in zip(row, optimizers)]
-        for d, row in zip(datasets, cells)
-    ]
+    steps = tuned.groupby(["dataset", "optimizer"])["effective_lr"].median() if "effective_lr" in tuned else {}
+
+    def at(c, d, o):
+        lr, d_lr = lrs.get((d, o), float("nan")), steps.get((d, o), float("nan"))
+        # an lr-free method's lr is a multiplier: its step size d·lr is what compares with the others' lr
+        return f"{c} @ lr {lr:.3g}" + (f" (d·lr {d_lr:.3g})" if d_lr == d_lr and abs(d_lr - lr) > 1e-12 * lr else "")
+
+    cells = [[at(c, d, o) if c != "–" else c for c, o in zip(row, optimizers)] for d, row in zip(datasets, cells)]
     files = sorted(tuned["tuned_from"].unique())
     source = [shown_path(f) for f in files]
     meta = {}
