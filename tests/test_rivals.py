@@ -19,6 +19,7 @@ from runners.report.self_tuning import write_self_tuning
 from runners.sweep import job as T
 from runners.train import loop
 from runners.train.data import DataConfig
+from runners.tuning.search_space import apply_values, load_space, space_path, trial_values
 from thermolion import build_optimizer, get_spec, param_groups
 
 from .test_harness import _metric_rows, config, read_metrics, run_py
@@ -257,3 +258,20 @@ def test_self_tuning_report_numbers_and_verdict_come_from_the_runs(tmp_path):
     assert "Rivals thermolion beats (P's CI below 0.5): lion" in text
     assert "does not hold here: 1 rival(s)" in text and "-2.00 points" in text
     assert (tmp_path / "self_tuning.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", RIVALS)
+def test_each_rival_has_a_space_holding_its_defaults_whose_trials_build(name):
+    space = load_space(space_path(None, name))
+    assert space["optimizer"] == name
+    defaults = get_spec(name).defaults
+    for key, spec in space["params"].items():
+        value = defaults["betas"][key == "beta2"] if key in ("beta1", "beta2") else defaults[key]
+        inside = spec["low"] <= (1 - value if spec["scale"] == "one_minus_log" else value) <= spec["high"]
+        assert inside or (value == 0 and spec.get("p_zero", 0) > 0), key
+    if name in ("prodigy", "dadapt_adam"):  # learning-rate-free: the estimate's multiplier, never a bare lr
+        assert {"d_coef", "lr"} & set(space["params"]) == ({"d_coef"} if name == "prodigy" else {"lr"})
+    model = build_model(ModelConfig("convnet", width=4), 1, 10, 16)
+    for trial in (1, 2, 3):
+        kwargs = apply_values(dict(defaults), trial_values(space, name, trial))
+        build_optimizer(name, model, **kwargs)
