@@ -173,21 +173,42 @@ ROSENBROCK_LR = {
     "lookahead": 3e-2,
     "lookahead_textbook": 3e-2,
     "thermolion_bc": 3e-4,
+    "schedulefree_adamw": 3e-2,  # at 1e-2 or below it is still on its way after 3000 steps
 }
+# D-Adapt Adam at its own defaults misses both toy targets: its estimate d overshoots on the noisy
+# quadratic (d ~ 8 after 1000 steps, the distance only 5x shorter) and stalls Rosenbrock at 0.61 of
+# the start. Strict: the day it passes, the expectation is revisited. Real training: tests/test_rivals.py.
+CONVERGES = [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="D-Adapt's d overshoots on toy problems"))
+    if n == "dadapt_adam"
+    else n
+    for n in sorted(OPTIMIZERS)
+]
 
 
 def _kwargs(name, lr):
+    if name in ("prodigy", "dadapt_adam"):  # learning-rate-free: they run at their own lr 1.0 (a multiplier)
+        return {}
     kw = {"lr": lr}
     if name.startswith("thermolion"):
         kw["generator"] = torch.Generator().manual_seed(0)
+    if name == "muon":  # a list of 1-D tensors: all of it goes to Muon's AdamW fallback
+        kw["fallback_lr"] = lr
     return kw
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def _build(name, params, lr):
+    opt = build_optimizer(name, params, **_kwargs(name, lr))
+    if callable(getattr(opt, "train", None)):  # Schedule-Free steps in train mode only
+        opt.train()
+    return opt
+
+
+@pytest.mark.parametrize("name", CONVERGES)
 def test_rosenbrock_from_1_5_1_5_gets_at_least_1_4x_closer_to_the_optimum(name):
     lr = ROSENBROCK_LR.get(name, 3e-3 if name.startswith("thermolion") else 1e-2)
     x = torch.nn.Parameter(torch.tensor([1.5, 1.5], dtype=torch.float64))
-    opt = build_optimizer(name, [x], **_kwargs(name, lr))
+    opt = _build(name, [x], lr)
     start = (x.detach() - 1).norm().item()
     for _ in range(3000):
         opt.zero_grad()
@@ -196,12 +217,12 @@ def test_rosenbrock_from_1_5_1_5_gets_at_least_1_4x_closer_to_the_optimum(name):
     assert (x.detach() - 1).norm().item() <= start / 1.4
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", CONVERGES)
 def test_noisy_quadratic_shrinks_the_distance_tenfold(name):
     gen = torch.Generator().manual_seed(1)
     y = torch.nn.Parameter(torch.full((50,), 3.0, dtype=torch.float64))
     curvature = torch.linspace(0.1, 2.0, 50, dtype=torch.float64)
-    opt = build_optimizer(name, [y], **_kwargs(name, 1e-2))
+    opt = _build(name, [y], 1e-2)
     start = y.detach().norm().item()
     for _ in range(1000):
         opt.zero_grad()

@@ -101,6 +101,7 @@ def test_failed_and_diverged_runs_do_not_stop_the_sweep_and_failures_set_the_exi
         "dataset=digits,mnist",
         "data.root=/nonexistent",
         "data.download=false",
+        f"data.cache_dir={tmp_path / 'cache'}",  # an MNIST cache left by earlier runs would serve it
         *TINY,
         results=tmp_path,
         check=False,
