@@ -67,7 +67,7 @@ def check_run(run: RunConfig) -> None:
     if t.grad_clip is not None and not t.grad_clip > 0:
         raise ConfigError(f"trainer.grad_clip must be > 0 (or null: off), got {t.grad_clip}")
     if run.optimizer.target is None and get_spec(run.optimizer.name).averaging:
-        if t.schedule != "constant":
+        if t.schedule not in ("constant", "recipe"):  # its recipe is constant, then SWALR
             raise ConfigError(f"{run.optimizer.name} runs its own SWA lr schedule; use trainer.schedule=constant")
         if model["name"] != "convnet":
             raise ConfigError(
