@@ -8,7 +8,7 @@ import torch
 from runners.sweep import job as T
 from thermolion import ThermoLion
 
-from .test_harness import _metric_rows, config, read_metrics
+from .test_harness import _metric_rows, config, die_after_checkpoint, read_metrics
 
 pytestmark = [
     pytest.mark.gpu,
@@ -44,14 +44,7 @@ def test_end_to_end_run_on_cuda(tmp_path):
 def test_killed_run_on_cuda_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     reference = T.train(config(tmp_path / "ref", "thermolion", device="cuda", epochs=4, deterministic=True))
     cfg = config(tmp_path / "killed", "thermolion", device="cuda", epochs=4, deterministic=True)
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    real_save = die_after_checkpoint(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg)
     monkeypatch.setattr(T, "save_checkpoint", real_save)

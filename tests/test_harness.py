@@ -64,6 +64,20 @@ def config(tmp_path, optimizer="thermolion", dataset="digits", protocol="rigorou
 
 
 # ------------------------------------------------------------------ run.py end to end
+def die_after_checkpoint(monkeypatch, epoch: int):
+    """Make the checkpoint of ``epoch`` the last thing a run writes, as a SIGKILL right after it would
+    (a KeyboardInterrupt, which the trainer does not catch); returns the real writer to restore."""
+    real_save = T.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    return real_save
+
+
 def test_single_run_writes_metrics_run_json_and_done(tmp_path):
     proc = run_py(*TINY, results=tmp_path)
     run_dir = tmp_path / "rigorous" / "digits" / "thermolion+epochs=2,image_size=16" / "seed0"
@@ -163,14 +177,7 @@ def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(
 ):
     reference = T.train(config(tmp_path / "ref", optimizer, epochs=epochs, deterministic=True))
     cfg = config(tmp_path / "killed", optimizer, epochs=epochs, deterministic=True)
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == kill_after:
-            raise KeyboardInterrupt("simulated kill")  # not caught by the trainer, like SIGKILL
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    real_save = die_after_checkpoint(monkeypatch, kill_after)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg)
     run_dir = cfg.run_dir()

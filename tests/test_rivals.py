@@ -22,7 +22,7 @@ from runners.train.data import DataConfig
 from runners.tuning.search_space import apply_values, load_space, space_path, trial_values
 from thermolion import build_optimizer, get_spec, param_groups
 
-from .test_harness import _metric_rows, config, read_metrics, run_py
+from .test_harness import _metric_rows, config, die_after_checkpoint, read_metrics, run_py
 from .test_models_plugins import make
 
 RIVALS = ("nadamw", "schedulefree_adamw", "prodigy", "dadapt_adam", "muon")
@@ -65,14 +65,7 @@ def test_a_killed_run_resumes_identically_and_three_epochs_on_digits_learn(tmp_p
     reference = T.train(dataclasses.replace(config(tmp_path / "ref", **kw), seed=1))
     assert reference.status == "done" and reference.final["eval_acc"] > 50  # chance is 10%
     cfg = dataclasses.replace(config(tmp_path / "killed", **kw), seed=1)
-    real_save = T.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    real_save = die_after_checkpoint(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg)
     assert len(read_metrics(cfg.run_dir())) == 1
