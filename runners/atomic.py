@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a part."""
+"""Atomic, durable file writes: a reader sees the old file or the complete new one, never a part.
+
+The new content goes to a temporary file in the same folder, is flushed and fsync'ed, renamed over
+the target, and then the folder itself is fsync'ed, so that after a power loss the name points to
+the whole new file (a rename alone can survive a crash whose data blocks did not: an empty ``DONE``).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,43 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, BinaryIO
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform or filesystem that cannot open folders: the rename still stands
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_bytes(path, text.encode())
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -45,4 +69,6 @@ def write_csv(path: Path, rows: Iterable[dict]) -> None:
 
 
 def torch_save(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    import torch  # lazily: the leaves that read run folders need no torch
+
+    _atomic(path, lambda f: torch.save(obj, f))

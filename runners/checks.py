@@ -6,13 +6,16 @@ Each failure is a ``ConfigError`` naming the full option (``data.label_noise``, 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from thermolion import build_optimizer, get_spec
 
-from .config import PROTOCOLS, RERUN, SCHEDULES, ConfigError, RunConfig, _is_number
+from .options import PROTOCOLS, RERUN, SCHEDULES, ConfigError, is_number
 from .train.augment import AUGMENTATIONS
 from .train.datasets import TRAIN_SIZES, get_info
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = ["check_run", "estimated_steps"]
 
@@ -28,8 +31,8 @@ def check_run(run: RunConfig) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(run.trainer, name) < 1:
             raise ConfigError(f"trainer.{name} must be >= 1, got {getattr(run.trainer, name)}")
-    if run.trainer.progress not in ("auto", "on", "off"):
-        raise ConfigError(f"trainer.progress must be auto, on or off, got {run.trainer.progress!r}")
+    if run.options.progress not in ("auto", "on", "off"):
+        raise ConfigError(f"trainer.progress must be auto, on or off, got {run.options.progress!r}")
     if isinstance(run.seed, bool) or not isinstance(run.seed, int) or run.seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {run.seed!r}")
     if run.rerun not in RERUN:
@@ -76,10 +79,10 @@ def check_run(run: RunConfig) -> None:
             )
     for key, value in run.optimizer.kwargs.items():
         if key == "betas" and not (
-            isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(b) for b in value)
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(b) for b in value)
         ):
             raise ConfigError(f"optimizer.betas must be a pair [beta1, beta2], e.g. [0.9,0.99], got {value!r}")
-        if key in ("lr", "weight_decay", "eps", "momentum") and not _is_number(value):
+        if key in ("lr", "weight_decay", "eps", "momentum") and not is_number(value):
             raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
     if not run.optimizer.kwargs.get("lr", 1.0) > 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {run.optimizer.kwargs['lr']}")
@@ -94,11 +97,11 @@ def check_run(run: RunConfig) -> None:
 
 def _check_data_and_device(run: RunConfig) -> None:
     d = run.data
-    if not (_is_number(d.label_noise) and 0.0 <= d.label_noise <= 1.0):
+    if not (is_number(d.label_noise) and 0.0 <= d.label_noise <= 1.0):
         raise ConfigError(f"data.label_noise must be a share in [0, 1] (0.2: 20% of labels), got {d.label_noise}")
     for key in ("val_fraction", "test_fraction"):
         value = getattr(d, key)
-        if not (_is_number(value) and 0.0 < value < 1.0):
+        if not (is_number(value) and 0.0 < value < 1.0):
             raise ConfigError(f"data.{key} must be a share in (0, 1) (0.1: 10%), got {value}")
     if run.trial is not None and d.eval_split != "val" and not run.tune_on_test:
         raise ConfigError(

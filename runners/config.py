@@ -17,10 +17,12 @@ from typing import Any, Optional
 from models import MODELS, ModelConfig
 from thermolion import get_spec
 
-from .plugins import PluginError, meta_parameters, plugin_name, resolve_target, source_files
-from .train.data import DataConfig
+from .checks import check_run
+from .identity import plugin_package, versions
+from .options import PROTOCOL_DOCS, PROTOCOLS, RERUN, SCHEDULES, ConfigError, RunOptions, is_number
+from .plugins import PluginError, meta_parameters, plugin_name, resolve_target
 from .train.datasets import get_info
-from .train.loop import TrainerConfig
+from .train.settings import DataConfig, TrainerConfig
 from .tuning.search_space import (
     SearchSpaceError,
     apply_values,
@@ -32,7 +34,9 @@ from .tuning.search_space import (
 
 __all__ = [
     "TrainerConfig",
+    "DataConfig",
     "OptimizerConfig",
+    "RunOptions",
     "RunConfig",
     "PROTOCOLS",
     "PROTOCOL_DOCS",
@@ -41,31 +45,14 @@ __all__ = [
     "ConfigError",
 ]
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names it and the accepted values."""
-
-
-# What a relaunch trains again: None, finished runs none; stale, those made by other code; all, every one;
-# failed, only the runs that failed (nothing new is started).
-RERUN = (None, "stale", "all", "failed")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "recipe")  # recipe: each optimizer's own (registry)
-
-
-# Each protocol's defaults, written once: conf/protocol/<name>.yaml is generated from these by
-# scripts/write_configs.py, and run folders name only what differs from them.
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "paper": dict(train_subset=5000, eval_split="train", batch_size=1024, epochs=12),
-    "rigorous": dict(train_subset=None, eval_split="test", batch_size=128, epochs=12),
-    "tuned": dict(train_subset=None, eval_split="val", batch_size=128, epochs=12),
-}
-PROTOCOL_DOCS = {
-    "paper": "The paper's protocol, quirks included: first 5000 training samples (SEMEION whole), 32x32,\n"
-    "batch 1024 (60 steps in 12 epochs), accuracy reported on the same training subset.",
-    "rigorous": "Full training split; loss and accuracy on the held-out test split every epoch.",
-    "tuned": "Tuning runs: full training split minus a seeded stratified validation share (data.val_fraction),\n"
-    "evaluated on that validation split.",
-}
+# Trainer settings that change no number (a test shows it for every registered optimizer and model
+# family): read from the trainer group, kept in RunOptions, outside the identity.
+_OPTION_KEYS = tuple(f.name for f in fields(RunOptions))
+# Every TrainerConfig field changes numbers but ``device``, whose resolved type (cpu, cuda) is part of
+# the identity instead (runners.identity), so that device=auto and device=cuda name one run.
+_IDENTITY_TRAINER_KEYS = tuple(f.name for f in fields(TrainerConfig) if f.name != "device")
+# DataConfig fields that say where files are, not what is computed from them.
+_FILE_KEYS = ("name", "root", "cache_dir", "download")
 
 
 @dataclass(frozen=True)
@@ -104,69 +91,27 @@ class RunConfig:
     trial: Optional[int] = None  # tuning trial: 0 = the defaults, i >= 1 = point i of the search space
     search_space: Optional[str] = None  # the space file the trial was drawn from
     tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
+    options: RunOptions = RunOptions()  # how the run is carried out (no number depends on it)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> RunConfig:
+        """The typed run of a resolved config, checked (``runners.checks``); ConfigError names a bad value."""
         cfg = dict(cfg)
         cfg.pop("hydra", None)
-        opt = dict(cfg.pop("optimizer"))
-        name, target = opt.pop("name", None), opt.pop("_target_", None)
-        if target is not None and "lr" in opt and opt["lr"] is None:  # custom.yaml's lr: null (unset)
-            del opt["lr"]
-        if target is None:
-            try:
-                get_spec(str(name))
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-        # lr_scale multiplies the optimizer's lr (an lr grid relative to each optimizer's default,
-        # for sensitivity sweeps); tuned_lrs takes the lr chosen by `python -m runners.tuning`.
-        lr_scale = cfg.pop("lr_scale", 1.0)
-        tuned_lrs = cfg.pop("tuned_lrs", None)
-        tuned_from = cfg.pop("tuned_from", None)  # present in to_dict() output
-        trial, space_name = cfg.pop("trial", None), cfg.pop("search_space", None)
-        if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
-            raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
-        if "lr" in opt and not _is_number(opt["lr"]):
-            raise ConfigError(f"optimizer.lr must be a number, got {opt['lr']!r}")
-        if lr_scale != 1.0:
-            if "lr" not in opt:
-                raise ConfigError("lr_scale multiplies optimizer.lr, and this optimizer has none; drop lr_scale")
-            opt["lr"] = float(opt["lr"]) * lr_scale
+        name, target, opt = _optimizer_settings(cfg.pop("optimizer"))
         data = dict(cfg.pop("data", {}))
         dataset = cfg.pop("dataset")
         data["name"] = dataset["name"] if isinstance(dataset, dict) else dataset
+        _check_dataset(data["name"])
+        opt = _scale_lr(opt, cfg.pop("lr_scale", 1.0))
+        tuned_lrs, tuned_from = cfg.pop("tuned_lrs", None), cfg.pop("tuned_from", None)
+        trial, space_name = cfg.pop("trial", None), cfg.pop("search_space", None)
         if tuned_lrs is not None:
             if trial is not None:
                 raise ConfigError("tuned_lrs and trial exclude each other: a re-run uses the chosen configuration")
             opt.update(_chosen_config(tuned_lrs, str(data["name"]), name))
-        space_file, sampled = None, ()
-        if trial is not None:
-            if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
-                raise ConfigError(f"trial must be an integer >= 0 (0: the defaults), got {trial!r}")
-            if space_name is not None and not isinstance(space_name, str):
-                raise ConfigError(
-                    f"search_space must be a space's name (conf/search_spaces/<name>.yaml) or a path to a "
-                    f"YAML file, got {space_name!r}"
-                )
-            space_file = recorded_path(space_path(space_name, str(name)))
-            if trial > 0:
-                try:
-                    space = load_space(space_path(space_file, str(name)))
-                    if space["optimizer"] not in (None, name):
-                        raise SearchSpaceError(
-                            f"search space {space_file} is for {space['optimizer']!r}, "
-                            f"not {name!r}; pick one with search_space=<name or path>"
-                        )
-                    tried = apply_values(opt, trial_values(space, str(name), trial))
-                    sampled = tuple(sorted(k for k, v in tried.items() if k not in opt or opt[k] != v))
-                    opt = tried
-                except SearchSpaceError as err:
-                    raise ConfigError(str(err)) from None
-        try:
-            get_info(data["name"])
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        space_file, opt, sampled = _trial_settings(trial, space_name, name, opt)
         model = cfg.pop("model", {"name": "convnet"})
         model = _build(ModelConfig, {"name": model} if isinstance(model, str) else dict(model), "model")
         data = _build(DataConfig, data, "data")
@@ -175,10 +120,13 @@ class RunConfig:
                 name = plugin_name(resolve_target(target, opt, meta_parameters(model, data)), name)
             except PluginError as err:
                 raise ConfigError(str(err)) from None
+        trainer = dict(cfg.pop("trainer", {}))
+        options = {k: trainer.pop(k) for k in _OPTION_KEYS if k in trainer}
         run = cls(
             optimizer=OptimizerConfig(name, opt, target, sampled),
             data=data,
-            trainer=_build(TrainerConfig, dict(cfg.pop("trainer", {})), "trainer"),
+            trainer=_build(TrainerConfig, trainer, "trainer"),
+            options=_build(RunOptions, options, "trainer"),
             model=model,
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             trial=trial,
@@ -192,41 +140,31 @@ class RunConfig:
 
     def validate(self) -> None:
         """Every check a value needs before any data is loaded (runners.checks); raises ConfigError."""
-        from .checks import check_run
-
         check_run(self)
-
-    def code_files(self) -> list[Path]:
-        """Source files beyond the project's own that determine this run's numbers (a plug-in's)."""
-        return source_files(self.optimizer.target) if self.optimizer.target else []
 
     # ------------------------------------------------------------------ identity
     def result_settings(self) -> dict[str, Any]:
-        """Everything that changes the numbers a run produces (not where it runs or how fast)."""
+        """Every setting that changes the numbers a run produces: the run's fingerprint and folder.
+
+        Left out: where files are (data.root, cache_dir, download), RunOptions, and trainer.device,
+        whose resolved type is compared as part of the identity (``runners.identity``)."""
         return {
             "protocol": self.protocol,
             "dataset": self.data.name,
             "model": self.model.resolved(),
             "seed": self.seed,
             "optimizer": self._optimizer_dict(),
-            "data": {
-                k: getattr(self.data, k)
-                for k in (
-                    "image_size",
-                    "train_subset",
-                    "eval_split",
-                    "val_fraction",
-                    "test_fraction",
-                    "label_noise",
-                    "augment",
-                )
-            },
-            # eval_every_steps is left out: evaluating in between changes no number (a test checks).
-            "trainer": {
-                k: getattr(self.trainer, k)
-                for k in ("epochs", "batch_size", "amp", "schedule", "warmup_steps", "grad_clip", "matmul_precision")
-            },
+            "data": {f.name: getattr(self.data, f.name) for f in fields(DataConfig) if f.name not in _FILE_KEYS},
+            "trainer": {k: getattr(self.trainer, k) for k in _IDENTITY_TRAINER_KEYS},
         }
+
+    def packages(self) -> dict[str, str]:
+        """The installed versions of the packages that compute this run's numbers (run.json's ``packages``)."""
+        if self.optimizer.target:
+            own = [p for p in (plugin_package(self.optimizer.target),) if p]
+        else:
+            own = list(get_spec(self.optimizer.name).packages)
+        return versions([*own, *get_info(self.data.name).packages])
 
     def _optimizer_dict(self) -> dict[str, Any]:
         target = {"_target_": self.optimizer.target} if self.optimizer.target else {}
@@ -278,8 +216,73 @@ class RunConfig:
             "model": asdict(self.model),
             "optimizer": self._optimizer_dict(),
             "data": asdict(self.data),
-            "trainer": asdict(self.trainer),
+            "trainer": {**asdict(self.trainer), **asdict(self.options)},  # one group, as in conf/config.yaml
         }
+
+
+# ---------------------------------------------------------------------- from_dict's steps
+def _optimizer_settings(section: dict) -> tuple[Any, Optional[str], dict[str, Any]]:
+    """(name, plug-in target or None, constructor settings) of the optimizer group; a name is checked."""
+    opt = dict(section)
+    name, target = opt.pop("name", None), opt.pop("_target_", None)
+    if target is not None and "lr" in opt and opt["lr"] is None:  # custom.yaml's lr: null (unset)
+        del opt["lr"]
+    if target is None:
+        try:
+            get_spec(str(name))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if "lr" in opt and not is_number(opt["lr"]):
+        raise ConfigError(f"optimizer.lr must be a number, got {opt['lr']!r}")
+    return name, target, opt
+
+
+def _scale_lr(opt: dict[str, Any], lr_scale) -> dict[str, Any]:
+    """lr_scale multiplies the optimizer's lr (an lr grid relative to each optimizer's default, for
+    sensitivity sweeps)."""
+    if not (is_number(lr_scale) and lr_scale > 0):
+        raise ConfigError(f"lr_scale must be a number > 0, got {lr_scale!r}")
+    if lr_scale == 1.0:
+        return opt
+    if "lr" not in opt:
+        raise ConfigError("lr_scale multiplies optimizer.lr, and this optimizer has none; drop lr_scale")
+    return {**opt, "lr": float(opt["lr"]) * lr_scale}
+
+
+def _check_dataset(name) -> None:
+    try:
+        get_info(str(name))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _trial_settings(trial, space_name, name, opt: dict) -> tuple[Optional[str], dict, tuple[str, ...]]:
+    """(the space file as run.json records it, the settings with the trial's values, the sampled names)
+    of a tuning trial; trial 0 is the defaults."""
+    if trial is None:
+        return None, opt, ()
+    if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+        raise ConfigError(f"trial must be an integer >= 0 (0: the defaults), got {trial!r}")
+    if space_name is not None and not isinstance(space_name, str):
+        raise ConfigError(
+            f"search_space must be a space's name (conf/search_spaces/<name>.yaml) or a path to a "
+            f"YAML file, got {space_name!r}"
+        )
+    space_file = recorded_path(space_path(space_name, str(name)))
+    if trial == 0:
+        return space_file, opt, ()
+    try:
+        space = load_space(space_path(space_file, str(name)))
+        if space["optimizer"] not in (None, name):
+            raise SearchSpaceError(
+                f"search space {space_file} is for {space['optimizer']!r}, not {name!r}; "
+                "pick one with search_space=<name or path>"
+            )
+        tried = apply_values(opt, trial_values(space, str(name), trial))
+    except SearchSpaceError as err:
+        raise ConfigError(str(err)) from None
+    sampled = tuple(sorted(k for k, v in tried.items() if k not in opt or opt[k] != v))
+    return space_file, tried, sampled
 
 
 def _chosen_config(path: str, dataset: str, optimizer: str) -> dict[str, Any]:
@@ -305,10 +308,6 @@ def _defaults(cls) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls)}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _matches(value, hint) -> bool:
     if hint is Any:
         return True
@@ -317,7 +316,7 @@ def _matches(value, hint) -> bool:
     if hint is type(None):
         return value is None
     if hint is float:
-        return _is_number(value)
+        return is_number(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, typing.get_origin(hint) or hint)

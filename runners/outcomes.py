@@ -11,8 +11,9 @@ Every run folder has one status, read from its files alone (``run.json``, ``DONE
 * interrupted: ``run.json`` says running (or was never written) but its owner is gone (SIGKILL,
   the OOM killer, a lost node). As failed; the same command resumes it from its last checkpoint.
 * running: its owner is alive and its heartbeat fresh. As failed, until it ends.
-* stale: done or diverged with other code than the checkout's (only when a current version is
-  given). Counts as what it finished as; tables warn of mixed code and ``rerun=stale`` re-runs it.
+* stale: done or diverged with other code, package versions or device type than would run now
+  (only when a check is given: ``runners.identity.stale_reasons``). Counts as what it finished as;
+  tables warn of mixed code and packages, and ``rerun=stale`` re-runs it.
 
 A diverged run is a result: leaving it out would let the optimizer that diverges most look best
 (survivorship). A failed, interrupted or running run is no result yet: it is never given a number,
@@ -29,9 +30,12 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from .run_folder import LOCK, is_done
 
 __all__ = [
     "STATUSES",
@@ -110,23 +114,22 @@ def lock_record(path: Path) -> Optional[dict]:
         return {"host": "?", "pid": -1, "token": "?", "age_s": age}
 
 
-def _base(version: Optional[str]) -> str:
-    return (version or "unrecorded").partition("+")[0]  # "+..." is a plug-in's own source
+def classify(run_dir: Path, info: Optional[dict], stale: Optional[Callable[[dict], list[str]]] = None) -> Outcome:
+    """The status of one run folder from its files (``info`` is its parsed run.json, None if absent).
 
-
-def classify(run_dir: Path, info: Optional[dict], current_version: Optional[str] = None) -> Outcome:
-    """The status of one run folder from its files (``info`` is its parsed run.json, None if absent)."""
+    ``stale(info)`` names why a finished run would not give the same numbers now (empty: it would);
+    without it no run is called stale."""
     info = info or {}
     recorded = info.get("status")
-    if (run_dir / "DONE").exists() and recorded in COUNTED:
+    if is_done(run_dir) and recorded in COUNTED:
         why = f"diverged at epoch {info.get('diverged_at_epoch')}" if recorded == "diverged" else "finished"
-        old = info.get("code_version")
-        if current_version is not None and _base(old) != _base(current_version):
-            return Outcome("stale", f"{why} with code {old}; the code is now {current_version}", recorded)
+        reasons = stale(info) if stale is not None else []
+        if reasons:
+            return Outcome("stale", f"{why} with {'; '.join(reasons)}", recorded)
         return Outcome(recorded, why)
     if recorded == "failed":
         return Outcome("failed", (info.get("error") or "failed (no error recorded)").splitlines()[0])
-    owner = lock_record(run_dir / "LOCK")
+    owner = lock_record(run_dir / LOCK)
     if owner is not None and not owner_gone(owner):
         return Outcome(
             "running",

@@ -14,18 +14,17 @@ constructor has no ``lr`` (COCOB in ``parameterfree``), runs without optimizer.l
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from thermolion import OPTIMIZERS
 
-__all__ = ["PluginError", "resolve_target", "meta_parameters", "plugin_name", "source_files"]
+from .train.build import load_class
+
+__all__ = ["PluginError", "resolve_target", "meta_parameters", "plugin_name"]
 
 
 class PluginError(ValueError):
@@ -45,14 +44,13 @@ def resolve_target(target: str, kwargs: dict, model_parameters: Optional[Callabl
     if not module_name or not attr:
         raise PluginError(f"{where}: give a dotted path module.Class, e.g. torch.optim.SGD")
     try:
-        module = importlib.import_module(module_name)
+        cls = load_class(target)  # the one resolver, shared with the run's build
     except ImportError as err:
         raise PluginError(
             f"{where}: cannot import module {module_name!r} ({err}); is it on PYTHONPATH (the checkout's folders are)?"
         ) from None
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise PluginError(f"{where}: module {module_name!r} has no {attr!r}")
+    except AttributeError:
+        raise PluginError(f"{where}: module {module_name!r} has no {attr!r}") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise PluginError(f"{where} is not a torch.optim.Optimizer subclass (it is {cls!r})")
     takes = inspect.signature(cls.__init__).parameters
@@ -107,12 +105,3 @@ def plugin_name(cls: type, name: Optional[str]) -> str:
             f"another name with optimizer.name=..."
         )
     return label
-
-
-def source_files(target: str) -> list[Path]:
-    """The plug-in's own source file when it is user code (not an installed package or the stdlib)."""
-    module = sys.modules.get(str(target).rpartition(".")[0])
-    path = inspect.getsourcefile(module) if module is not None else None
-    if path is None or "site-packages" in path or path.startswith(sys.base_prefix):
-        return []
-    return [Path(path)]

@@ -6,7 +6,8 @@
 
 Counts the runs by status (``runners.outcomes``) and lists those that are not done: interrupted
 (whose owner is gone), running (with its heartbeat age), failed (the error's first line), diverged
-(the epoch) and stale (both code versions). Given the overrides of a ``run.py -m`` sweep, it also
+(the epoch) and stale (each difference from what would run now: the code version, a package's
+version, the device type). Given the overrides of a ``run.py -m`` sweep, it also
 lists the planned runs that have no folder yet. It reads files only, starts nothing and exits 0.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .outcomes import STATUSES
 
-__all__ = ["planned_runs", "main"]
+__all__ = ["planned_runs", "current_identity", "main"]
 
 ORDER = ("done", "diverged", "stale", "running", "interrupted", "failed", "unreadable")
 
@@ -42,6 +43,24 @@ def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
     return [compose_run(*job).run_dir() for job in BasicSweeper.split_arguments(expanded, None)[0]]
 
 
+def current_identity():
+    """``info -> reasons``: why a finished run (its run.json) would not give the same numbers if run now."""
+    from .identity import code_version, stale_reasons
+    from .train.build import pick_device
+
+    code = code_version()
+
+    def reasons(info: dict) -> list[str]:
+        configured = str((info.get("config") or {}).get("trainer", {}).get("device", "auto"))
+        try:
+            device = pick_device(configured).type
+        except RuntimeError:  # a device string this torch cannot parse: nothing to compare
+            device = None
+        return stale_reasons(info, code, device)
+
+    return reasons
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.status", description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
@@ -51,9 +70,8 @@ def main(argv=None) -> int:
         print(f"status: {args.results_dir} is not a folder; pass a sweep's results_dir (e.g. outputs)", file=sys.stderr)
         return 2
     from .report.collect import collect
-    from .sweep.provenance import code_version
 
-    records = collect(args.results_dir, current_version=code_version()).records
+    records = collect(args.results_dir, stale=current_identity()).records
     counts = Counter(r["status"] for r in records)
     print(
         f"{args.results_dir}: {len(records)} run(s): "

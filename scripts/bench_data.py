@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runners.train.data import DataConfig, TensorLoader, prepare  # noqa: E402
-from runners.train.datasets import load_split, resolve_root  # noqa: E402
+from runners.datafiles import load_split, resolve_root  # noqa: E402
+from runners.train.data import TensorLoader, prepare  # noqa: E402
+from runners.train.settings import DataConfig  # noqa: E402
 
 
 def epochs_per_s(make_iter, epochs: int) -> float:

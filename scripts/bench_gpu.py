@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from runners.config import RunConfig  # noqa: E402
+from runners.datafiles import resolve_root  # noqa: E402
 from runners.sweep import job as T  # noqa: E402
 from runners.sweep.compose import compose_run  # noqa: E402
 from runners.train import build as B  # noqa: E402
 from runners.train import loop as L  # noqa: E402
 from runners.train.data import TensorLoader, prepare  # noqa: E402
-from runners.train.datasets import resolve_root  # noqa: E402
 from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
 SECTIONS = ("breakdown", "paper", "rigorous", "step")

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import ConvNet  # noqa: E402
 from runners.config import PROTOCOLS, RunConfig  # noqa: E402
+from runners.datafiles import resolve_root  # noqa: E402
 from runners.sweep import job as T  # noqa: E402
 from runners.sweep.compose import compose_run  # noqa: E402
 from runners.train import build as B  # noqa: E402
-from runners.train.datasets import resolve_root  # noqa: E402
 from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runners.train.datasets import DATASETS, DataError, load_split, resolve_cache_dir, resolve_root  # noqa: E402
+from runners.datafiles import DataError, load_split, resolve_cache_dir, resolve_root  # noqa: E402
+from runners.train.datasets import DATASETS  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,10 @@
     python scripts/write_configs.py --check   # exit 1, naming the files, if any is out of date
 
 Sources: the optimizer registry (thermolion/registry.py) -> conf/optimizer/<name>.yaml;
-``PROTOCOLS`` (runners/config.py) -> conf/protocol/<name>.yaml; ``MODELS`` (models/__init__.py)
--> conf/model/<name>.yaml; the ``DataConfig`` and ``TrainerConfig`` dataclasses -> the ``data:``
-and ``trainer:`` blocks of conf/config.yaml (between its "generated" markers). Edit the source,
+``PROTOCOLS`` (runners/options.py) -> conf/protocol/<name>.yaml; ``MODELS`` (models/__init__.py)
+-> conf/model/<name>.yaml; the ``DataConfig``, ``TrainerConfig`` (runners/train/settings.py) and
+``RunOptions`` (runners/options.py) dataclasses -> the ``data:`` and ``trainer:`` blocks of
+conf/config.yaml (between its "generated" markers). Edit the source,
 then run this; tests/test_harness.py runs ``--check``. Plug-in optimizers have their own files
 (conf/optimizer/custom.yaml, examples/).
 """
@@ -25,9 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from models import MODEL_DOCS, MODELS  # noqa: E402
-from runners.config import PROTOCOL_DOCS, PROTOCOLS  # noqa: E402
-from runners.train.data import DataConfig  # noqa: E402
-from runners.train.loop import TrainerConfig  # noqa: E402
+from runners.options import PROTOCOL_DOCS, PROTOCOLS, RunOptions  # noqa: E402
+from runners.train.settings import DataConfig, TrainerConfig  # noqa: E402
 from thermolion import OPTIMIZERS  # noqa: E402
 
 CONF = ROOT / "conf"
@@ -56,10 +56,10 @@ def _field_comments(cls) -> dict[str, str]:
     return dict(found)
 
 
-def _block(section: str, cls) -> str:
-    comments = _field_comments(cls)
+def _block(section: str, *classes) -> str:
+    comments = {k: v for cls in classes for k, v in _field_comments(cls).items()}
     lines = [f"{section}:"]
-    for f in dataclasses.fields(cls):
+    for f in [f for cls in classes for f in dataclasses.fields(cls)]:
         if f.name == "name" or f.name in PROTOCOL_SET.get(section, ()):
             continue  # the dataset group names it; the protocol sets these
         value, note = FROM_ENV.get((section, f.name), (None, None))
@@ -80,7 +80,7 @@ def expected() -> dict[Path, str]:
         files[CONF / "protocol" / f"{name}.yaml"] = (
             "# @package _global_\n"
             + _comment(PROTOCOL_DOCS[name])
-            + f"# Generated from PROTOCOLS in runners/config.py by {GENERATED}.\n"
+            + f"# Generated from PROTOCOLS in runners/options.py by {GENERATED}.\n"
             + _dump(body)
         )
     for name, values in MODELS.items():
@@ -95,10 +95,10 @@ def expected() -> dict[Path, str]:
     if not rest or not tail and END not in rest:
         raise SystemExit(f"conf/config.yaml has lost its markers {BEGIN!r} ... {END!r}")
     blocks = (
-        f"{BEGIN} from the DataConfig and TrainerConfig dataclasses: edit there\n"
+        f"{BEGIN} from the DataConfig, TrainerConfig and RunOptions dataclasses: edit there\n"
         + _block("data", DataConfig)
         + "\n"
-        + _block("trainer", TrainerConfig)
+        + _block("trainer", TrainerConfig, RunOptions)
     )
     files[CONF / "config.yaml"] = head + blocks + END + tail
     return files

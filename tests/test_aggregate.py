@@ -177,7 +177,7 @@ def test_report_on_a_real_sweep_writes_aggregate_time_to_target_and_a_parquet_ru
     (tmp_path / "rigorous" / "digits" / "bad" / "seed0").mkdir(parents=True)  # an unreadable run
     (tmp_path / "rigorous" / "digits" / "bad" / "seed0" / "run.json").write_text("{not json")
     summary = build_report(tmp_path, tmp_path / "report")
-    section = tmp_path / "report" / "rigorous+epochs=2,image_size=16"
+    section = tmp_path / "report" / "rigorous+epochs=2,eval_every_steps=4,image_size=16"
     for name in (
         "aggregate.md",
         "aggregate.csv",
@@ -187,7 +187,7 @@ def test_report_on_a_real_sweep_writes_aggregate_time_to_target_and_a_parquet_ru
         "performance_profile.png",
     ):
         assert (section / name).stat().st_size > 100, name
-    ttt = summary["protocols"]["rigorous+epochs=2,image_size=16"]["time_to_target"]
+    ttt = summary["protocols"]["rigorous+epochs=2,eval_every_steps=4,image_size=16"]["time_to_target"]
     assert ttt["fine"] and set(ttt["score"]) == {"thermolion", "adamw", "lion"}
     table = pd.read_parquet(tmp_path / "report" / "runs.parquet")
     assert len(table) == 10 and table["status"].value_counts().to_dict() == {"done": 9, "unreadable": 1}

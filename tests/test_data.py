@@ -1,7 +1,6 @@
 """Data layer: every paper dataset through torchvision's own parsers, caching, splits, loader."""
 
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from runners import datafiles as DS
 from runners.train import data as D
-from runners.train import datasets as DS
+from runners.train.datasets import DATASETS, PAPER_DATASETS, get_info
 from tests import fake_datasets as fake
 
 REAL_ROOT = DS.resolve_root()
@@ -31,7 +31,7 @@ def cache(tmp_path, monkeypatch):
 
 def _reference(name, root, split, size):
     """torchvision's per-sample path (the notebook's): PIL image -> Resize -> uint8 tensor."""
-    ds = DS.get_info(name).build(str(root), split, False)
+    ds = get_info(name).build(str(root), split, False)
     out = []
     for i in range(len(ds)):
         img = ds[i][0]
@@ -49,7 +49,7 @@ def test_each_paper_dataset_loads_from_its_real_file_format(name, tmp_path, cach
     fake.skip_md5(monkeypatch)
     root = tmp_path / "data"
     written = fake.WRITERS[name](root)
-    info = DS.DATASETS[name]
+    info = DATASETS[name]
     for split, (x_written, y_written) in written.items():
         native = x_written.shape[-1]
         for size in sorted({native, 32}):
@@ -89,7 +89,7 @@ def test_an_interrupted_cache_write_is_never_read(tmp_path, cache, monkeypatch):
     real_save = torch.save
 
     def dying_save(obj, f):
-        Path(f).write_bytes(b"half a file")
+        f.write(b"half a file")  # torch_save hands torch.save its open temporary file
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", dying_save)
@@ -133,7 +133,7 @@ def test_truncated_file_gives_an_error_naming_it(tmp_path, cache):
 def test_unknown_dataset_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*mnist.*digits"):
         DS.load_split("imagenet", "train")
-    assert len(DS.PAPER_DATASETS) == 12 and set(DS.PAPER_DATASETS) | {"digits"} == set(DS.DATASETS)
+    assert len(PAPER_DATASETS) == 12 and set(PAPER_DATASETS) | {"digits"} == set(DATASETS)
 
 
 def test_digits_loads_offline_with_a_fixed_stratified_holdout(cache):
@@ -206,7 +206,8 @@ def test_real_mnist_and_fashionmnist_have_official_sizes_and_first_labels(name, 
 
 
 def test_sets_without_a_test_split_keep_the_fixed_holdout_out_of_tuning_and_subset_runs():
-    from runners.train.data import DataConfig, prepare
+    from runners.train.data import prepare
+    from runners.train.settings import DataConfig
 
     paper = prepare(DataConfig("digits", train_subset=5000, eval_split="train"))
     assert len(paper.train_y) == 1797 and paper.eval_x is paper.train_x  # the paper: the whole set, as training

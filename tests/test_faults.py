@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
+from runners import datafiles as DS
 from runners.atomic import torch_save
 from runners.config import RunConfig
+from runners.identity import code_version
 from runners.report import build_report
 from runners.sweep import job as T
 from runners.sweep.lock import RunLock
-from runners.sweep.provenance import code_version
-from runners.train import datasets as DS
 from runners.train import loop as L
 from runners.tuning.tune import setting_override
 from tests import fake_datasets as fake
@@ -30,17 +30,18 @@ from .test_report import fake_run
 def test_checkpoint_rng_and_generator_states_load_as_cpu_tensors_whatever_the_device(tmp_path):
     cfg = config(tmp_path, "thermolion")
     opt = ThermoLion([torch.nn.Parameter(torch.zeros(3))])
-    state = {
+    identity = {
         "fingerprint": cfg.fingerprint(),
         "code_version": code_version(),
-        "rng_cpu": torch.get_rng_state(),
-        "optimizer": opt.state_dict(),
+        "packages": cfg.packages(),
+        "environment": {"device_type": "meta"},
     }
+    state = {**identity, "rng_cpu": torch.get_rng_state(), "optimizer": opt.state_dict()}
     path = tmp_path / "checkpoint.pt"
     torch_save(state, path)
     # "meta" stands in for a CUDA device: whatever the run's device, set_rng_state and
     # Generator.set_state need CPU byte tensors.
-    ckpt = T._load_checkpoint(path, cfg, code_version(), torch.device("meta"))
+    ckpt = T._load_checkpoint(path, cfg, identity)
     assert ckpt["rng_cpu"].device.type == "cpu" and ckpt["optimizer"]["generator_state"].device.type == "cpu"
     torch.set_rng_state(ckpt["rng_cpu"])
     ThermoLion([torch.nn.Parameter(torch.zeros(3))]).load_state_dict(ckpt["optimizer"])
@@ -154,7 +155,7 @@ def test_the_data_cache_follows_the_source_files_and_the_conversion_code(tmp_pat
     _perturb(root)
     second = DS.load_split("mnist", "train", root=str(root), download=False, cache_dir=str(cache))
     assert not torch.equal(first[0], second[0])  # new files: converted again, not the old tensors
-    monkeypatch.setattr(DS, "_conversion_code", lambda: "other-code")
+    monkeypatch.setattr(DS, "conversion_key", lambda info: "other-code")
     for f in (root / "MNIST" / "raw").iterdir():
         f.unlink()
     with pytest.raises(DS.DatasetNotFound):  # a cache from other conversion code is not trusted

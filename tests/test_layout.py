@@ -12,12 +12,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+_UPPER = (  # everything above the leaves
+    "runners.train",
+    "runners.config",
+    "runners.checks",
+    "runners.plugins",
+    "runners.options",
+    "runners.sweep",
+    "runners.tuning",
+    "runners.report",
+    "runners.status",
+    "models",
+    "thermolion",
+    "hydra",
+    "omegaconf",
+)
+
 # folder (or file) -> module prefixes it must not import at run time
 FORBIDDEN = {
     "thermolion": ("runners", "models", "hydra", "omegaconf"),
     "models": ("runners", "hydra", "omegaconf"),
     "runners/train": (
         "runners.config",
+        "runners.checks",
+        "runners.options",
+        "runners.identity",
+        "runners.outcomes",
+        "runners.run_folder",
+        "runners.status",
         "runners.plugins",
         "runners.sweep",
         "runners.tuning",
@@ -29,7 +51,14 @@ FORBIDDEN = {
     "runners/checks.py": ("runners.sweep", "runners.report", "hydra", "omegaconf"),
     "runners/plugins.py": ("runners.sweep", "runners.report", "runners.tuning", "hydra", "omegaconf"),
     "runners/atomic.py": ("runners.", "models", "thermolion"),
-    "runners/outcomes.py": ("runners.", "models", "thermolion", "torch", "hydra", "omegaconf"),
+    # the leaves that read and name run folders: no torch, nothing of the layers above
+    "runners/run_folder.py": _UPPER + ("runners.outcomes", "runners.identity", "torch"),
+    "runners/outcomes.py": _UPPER + ("runners.identity", "torch"),
+    "runners/identity.py": ("runners.", "models", "thermolion", "torch", "hydra", "omegaconf"),
+    "runners/options.py": ("runners.", "models", "thermolion", "torch", "hydra", "omegaconf"),
+    "runners/timing.py": ("runners.", "models", "thermolion", "hydra", "omegaconf"),
+    # the dataset files: reads the core's table and conversion, knows nothing above it
+    "runners/datafiles.py": _UPPER[1:],
     "runners/report": ("runners.sweep", "runners.tuning", "runners.config", "hydra", "omegaconf"),
     "runners/tuning/search_space.py": ("runners.", "hydra", "omegaconf"),
 }
@@ -99,3 +128,57 @@ def test_only_the_sweep_layer_imports_hydra_at_module_level():
         names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
         if any(n.startswith(("hydra", "omegaconf")) for n in names):
             assert path.relative_to(ROOT).as_posix() == "runners/sweep/hydra_glue.py", path
+
+
+def _import_graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """module -> the project modules it imports at run time (lazy imports included)."""
+    files = {_module_of(p): p for pkg in packages for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+    def owner(name: str):
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    return {m: {o for n in runtime_imports(p) if (o := owner(n)) and o != m} for m, p in files.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_modules_of_the_harness_import_each_other():
+    assert _cycles(_import_graph(("runners", "models"))) == []
+
+
+def test_the_cycle_check_finds_a_lazy_import_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    # the check reads lazy imports: runners.status imports the report inside main()
+    assert "runners.report.collect" in _import_graph(("runners",))["runners.status"]

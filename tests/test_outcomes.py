@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from runners import status as S
+from runners.identity import installed, stale_reasons, versions
 from runners.outcomes import classify
 from runners.report import build_report
 from runners.report.aggregate import iqm, probability_of_improvement, scores
@@ -200,27 +201,44 @@ def test_rerun_all_killed_midway_never_shows_the_old_numbers(tmp_path):
     assert runs_frame(c.records, pd.DataFrame())["status"].tolist() == ["interrupted"]
 
 
-def test_a_rerun_without_eval_every_steps_drops_the_old_evals(tmp_path):
+def test_a_rerun_without_eval_every_steps_drops_an_old_evals_csv(tmp_path):
     fine = T.train(_cfg(tmp_path, "optimizer=adamw", "trainer.eval_every_steps=4"))
-    assert (fine.run_dir / "evals.csv").exists() and collect(tmp_path / "results").curves["fine"].all()
+    plain = T.train(_cfg(tmp_path, "optimizer=adamw"))
+    assert plain.run_dir != fine.run_dir and "eval_every_steps=4" in fine.run_dir.parent.name  # in the identity
+    (plain.run_dir / "evals.csv").write_bytes((fine.run_dir / "evals.csv").read_bytes())  # as an older version left
     again = T.train(_cfg(tmp_path, "optimizer=adamw", "rerun=all"))
-    assert again.run_dir == fine.run_dir and again.status == "done"
+    assert again.run_dir == plain.run_dir and again.status == "done"
     assert not (again.run_dir / "evals.csv").exists()
     curves = collect(tmp_path / "results").curves
-    assert not curves["fine"].any() and curves["step"].tolist() == sorted(curves["step"]) and len(curves) == 2
+    mine = curves[curves["run_dir"].str.contains("eval_every_steps") == False]  # noqa: E712
+    assert not mine["fine"].any() and mine["step"].tolist() == sorted(mine["step"]) and len(mine) == 2
 
 
-def test_a_run_finished_with_other_code_is_stale_with_both_versions(tmp_path, capsys):
+def test_a_run_finished_with_other_code_or_packages_is_stale_naming_both_versions(tmp_path, capsys):
     run_dir = fake_run(tmp_path / "results", "mnist", "adamw", 0, 90.0)
     info = json.loads((run_dir / "run.json").read_text())
-    info["code_version"] = "0123456789ab"
+    info.update(code_version="0123456789ab", packages=versions(["schedulefree"]))
     (run_dir / "run.json").write_text(json.dumps(info))
-    outcome = classify(run_dir, info, current_version="ba9876543210+plugin")
+
+    def now(code):
+        return lambda recorded: stale_reasons(recorded, code)
+
+    outcome = classify(run_dir, info, now("ba9876543210"))
     assert outcome.status == "stale" and outcome.finished_as == "done"
-    assert "0123456789ab" in outcome.reason and "ba9876543210+plugin" in outcome.reason
-    assert classify(run_dir, info, current_version="0123456789ab+other").status == "done"  # plug-in part only
+    assert "code 0123456789ab, the code is now ba9876543210" in outcome.reason
+    assert classify(run_dir, info, now("0123456789ab")).status == "done"
+    assert classify(run_dir, info).status == "done"  # no check given: nothing is called stale
+    info["packages"]["schedulefree"] = "1.4"  # made with another release than the one installed
+    outcome = classify(run_dir, info, now("0123456789ab"))
+    assert outcome.status == "stale" and f"schedulefree 1.4, now {installed('schedulefree')}" in outcome.reason
+    del info["packages"]
+    assert "no recorded package versions" in classify(run_dir, info, now("0123456789ab")).reason
+    info.update(packages=versions([]), environment={"device_type": "cuda"})
+    assert stale_reasons(info, "0123456789ab", "cpu") == ["device cuda, now cpu"]
+    info["code_version"] = "0123456789ab"
+    (run_dir / "run.json").write_text(json.dumps({**info, "packages": {"torch": "1.0"}}))
     out = _status_lines(tmp_path / "results", capsys)
-    assert "1 stale" in out and "0123456789ab" in out
+    assert "1 stale" in out and f"torch 1.0, now {installed('torch')}" in out
 
 
 def test_restat_rebuilds_a_reports_stats_from_its_runs_table(tmp_path):

@@ -18,7 +18,7 @@ from runners.report.collect import collect
 from runners.report.self_tuning import write_self_tuning
 from runners.sweep import job as T
 from runners.train import loop
-from runners.train.data import DataConfig
+from runners.train.settings import DataConfig
 from runners.tuning.search_space import apply_values, load_space, space_path, trial_values
 from thermolion import build_optimizer, get_spec, param_groups
 

@@ -43,6 +43,9 @@ class OptimizerSpec:
     # Param-group policy (``param_groups``): "all" (the paper's, decay on everything) or "muon"
     # (hidden matrices and conv filters to Muon, the rest to its AdamW fallback).
     groups: str = "all"
+    # The distributions the factory's code comes from beyond torch and this package, whose versions are
+    # part of a run's identity (a run made with schedulefree 1.4 is stale under 1.4.1).
+    packages: tuple[str, ...] = ()
 
 
 def _muon(params, fallback_lr: float = 1e-3, **kwargs):
@@ -160,6 +163,7 @@ _SPECS = [
         "warmup through warmup_steps without naming a length: 2% of the run (AlgoPerf's warmup share) under "
         "trainer.schedule=recipe",
         warmup_share=0.02,
+        packages=("schedulefree",),
     ),
     OptimizerSpec(
         "prodigy",
@@ -167,6 +171,7 @@ _SPECS = [
         dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0, d_coef=1.0),
         "prodigyopt.Prodigy (Mishchenko & Defazio 2024), lr 1.0 and the package's defaults (decoupled decay, "
         "wd 0); scale its estimate with d_coef, as its README says, not with lr",
+        packages=("prodigyopt",),
     ),
     OptimizerSpec(
         "dadapt_adam",
@@ -174,6 +179,7 @@ _SPECS = [
         dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0, decouple=True),
         "dadaptation.DAdaptAdam (Defazio & Mishchenko 2023), lr 1.0, decoupled decay (AdamW-style, as its "
         "README advises), wd 0; this version has no d_coef: lr scales its estimate d",
+        packages=("dadaptation",),
     ),
     OptimizerSpec(
         "muon",
@@ -184,6 +190,7 @@ _SPECS = [
         "speedruns; its AdamW fallback at AdamW's default lr 1e-3 on the first and last layers, biases, "
         "norms and embeddings",
         groups="muon",
+        packages=("timm",),
     ),
 ]
 _VARIANTS = [  # (name, base, overrides, description)
@@ -203,7 +210,14 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in _SPECS}
 for _name, _base, _over, _desc in _VARIANTS:
     _b = OPTIMIZERS[_base]
     OPTIMIZERS[_name] = OptimizerSpec(
-        _name, _b.factory, {**_b.defaults, **_over}, _desc, averaging=_b.averaging, variant_of=_base
+        _name,
+        _b.factory,
+        {**_b.defaults, **_over},
+        _desc,
+        averaging=_b.averaging,
+        variant_of=_base,
+        groups=_b.groups,
+        packages=_b.packages,
     )
 
 # The nine optimizers of the paper's comparison, in the paper's order.

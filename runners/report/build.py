@@ -12,14 +12,14 @@ import pandas as pd
 
 from ..atomic import write_json, write_text
 from .aggregate import write_aggregate
-from .collect import OPTIMIZER_ORDER, ReportError, _ordered, collect
+from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, collect
 from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
 from .paths import shown_command, shown_path
 from .runs_table import runs_frame, write_runs_table
 from .self_tuning import is_self_tuning, tuned_reference, write_self_tuning
 from .stats import paired_stats, write_stats
-from .tables import final_table, markdown_table, write_final_tables, write_overhead
+from .tables import final_table, markdown_table, package_mixes, write_final_tables, write_overhead
 from .time_to_target import write_time_to_target
 from .tunability import write_tunability
 from .tuning import sensitivity, write_sensitivity, write_tuned_table
@@ -47,20 +47,8 @@ def build_report(
     (time-to-target) default to the one reference optimizer, AdamW, or the first present in a section;
     a name given explicitly must have runs here."""
     results_dir, out = Path(results_dir), Path(out)
-    if not results_dir.is_dir():
-        raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
-    collected = collect(results_dir)
-    runs, epochs, excluded, attempts = collected.runs, collected.epochs, collected.excluded, collected.attempts
-    if runs.empty:
-        by = ", ".join(f"{n} {s}" for s, n in Counter(e["status"] for e in excluded).items()) or "no run folders"
-        raise ReportError(
-            f"no finished runs under {results_dir} ({by}; python -m runners.status {shown_path(results_dir)} "
-            "lists them); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
-        )
-    present = sorted(runs["optimizer"].unique())
-    for flag, name in (("--baseline", baseline), ("--target-reference", target_reference), ("--candidate", candidate)):
-        if name is not None and name not in present:
-            raise ReportError(f"{flag} {name!r} has no complete runs here; the optimizers present are {present}")
+    collected = _collect_checked(results_dir, baseline, target_reference, candidate)
+    runs, excluded = collected.runs, collected.excluded
     candidate = candidate or "thermolion"
     out.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -73,83 +61,112 @@ def build_report(
         "excluded": excluded,
         "protocols": {},
     }
+    options = dict(candidate=candidate, baseline=baseline, target_reference=target_reference, target=target)
     times = []
     for protocol, prun in runs.groupby("protocol"):
-        pout = out / protocol
-        pout.mkdir(parents=True, exist_ok=True)
-        tuned = write_tuned_table(prun, pout, candidate)
-        prun = prun[prun["tuned_from"].isna()]  # the tuned re-runs have their own table
-        trial = prun["trial"].fillna(0)
-        tunability = (
-            write_tunability(prun[prun["trial"].notna()], pout, protocol, candidate) if (trial > 0).any() else None
-        )
-        prun = prun[trial == 0]  # tuning trials have their own analysis; the tables keep the defaults
-        pep = epochs[epochs["run_dir"].isin(prun["run_dir"])] if "run_dir" in epochs else epochs.iloc[:0]
-        patt = attempts[
-            (attempts["protocol"] == protocol) & attempts["tuned_from"].isna() & (attempts["trial"].fillna(0) == 0)
-        ]
-        if prun.empty:
-            summary["protocols"][protocol] = {"tuned": tuned, "tunability": tunability}
-            continue
-        table = final_table(prun, patt)
-        write_final_tables(table, pout, protocol, prun["code_version"], prun["hardware"])
-        if prun["hardware"].nunique() > 1:
-            print(
-                f"report: warning: the {protocol} table mixes hardware {sorted(prun['hardware'].unique())}",
-                file=sys.stderr,
-            )
-        if prun["code_version"].str.partition("+")[0].nunique() > 1:
-            print(
-                f"report: warning: the {protocol} table mixes code versions {sorted(prun['code_version'].unique())}",
-                file=sys.stderr,
-            )
-        st = paired_stats(prun, candidate)
-        counts = write_stats(st, pout, candidate) if not st.empty else {}
-        plot_convergence(pep, pout, protocol)
-        has_phase = plot_phase(pep, pout, candidate)
-        overhead = write_overhead(prun, pout, baseline or reference_of(prun, candidate))
-        curves = sensitivity(prun)
-        robustness = write_sensitivity(curves, pout, protocol, candidate) if not curves.empty else []
-        aggregate = write_aggregate(prun, pout, protocol, candidate)
-        ttt, ttt_runs = write_time_to_target(
-            prun,
-            collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
-            pout,
-            protocol,
-            target_reference or reference_of(prun, candidate),
-            target,
-        )
-        times.append(ttt_runs)
-        self_tuning = None
-        if is_self_tuning(prun):
-            self_tuning = write_self_tuning(
-                prun,
-                collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])],
-                pout,
-                protocol,
-                candidate,
-                target_reference or reference_of(prun, candidate),
-                tuned_reference(runs, prun),
-            )
-        summary["protocols"][protocol] = {
-            "tuned": tuned,
-            "tunability": tunability,
-            "aggregate": aggregate,
-            "time_to_target": ttt,
-            "self_tuning": self_tuning,
-            "lr_robustness": robustness,
-            "runs": int(len(prun)),
-            "table": table.to_dict(orient="records"),
-            "stats": st.to_dict(orient="records"),
-            "win_tie_loss": counts,
-            "overhead": overhead,
-            "phase_figure": has_phase,
-            "code_versions": prun["code_version"].value_counts().to_dict(),
-        }
-    summary["paper_comparison"] = write_paper_comparison(runs, out, attempts)  # None where no paper-protocol run fits
+        summary["protocols"][protocol], ttt_runs = _section(collected, protocol, prun, out / protocol, **options)
+        if ttt_runs is not None:
+            times.append(ttt_runs)
+    summary["paper_comparison"] = write_paper_comparison(runs, out, collected.attempts)  # None where none fits
     table_path = write_runs_table(runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame()), out)
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
+    write_text(out / "README.md", _index(results_dir, command, summary, runs, excluded, table_path.name))
+    return summary
+
+
+def _collect_checked(results_dir: Path, *names: Optional[str]) -> Collected:
+    """The results folder's runs; a ReportError when there are none, or when a named optimizer has none."""
+    if not results_dir.is_dir():
+        raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
+    collected = collect(results_dir)
+    if collected.runs.empty:
+        found = Counter(e["status"] for e in collected.excluded)
+        by = ", ".join(f"{n} {s}" for s, n in found.items()) or "no run folders"
+        raise ReportError(
+            f"no finished runs under {results_dir} ({by}; python -m runners.status {shown_path(results_dir)} "
+            "lists them); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
+        )
+    present = sorted(collected.runs["optimizer"].unique())
+    for flag, name in zip(("--baseline", "--target-reference", "--candidate"), names):
+        if name is not None and name not in present:
+            raise ReportError(f"{flag} {name!r} has no complete runs here; the optimizers present are {present}")
+    return collected
+
+
+def _section(
+    collected: Collected,
+    protocol: str,
+    prun: pd.DataFrame,
+    pout: Path,
+    candidate: str,
+    baseline: Optional[str],
+    target_reference: Optional[str],
+    target: Optional[float],
+) -> tuple[dict, Optional[pd.DataFrame]]:
+    """One protocol section's files: (its summary, its runs' times to target or None)."""
+    pout.mkdir(parents=True, exist_ok=True)
+    tuned = write_tuned_table(prun, pout, candidate)
+    prun = prun[prun["tuned_from"].isna()]  # the tuned re-runs have their own table
+    trial = prun["trial"].fillna(0)
+    tunability = write_tunability(prun[prun["trial"].notna()], pout, protocol, candidate) if (trial > 0).any() else None
+    prun = prun[trial == 0]  # tuning trials have their own analysis; the tables keep the defaults
+    if prun.empty:
+        return {"tuned": tuned, "tunability": tunability}, None
+    epochs, attempts = collected.epochs, collected.attempts
+    pep = epochs[epochs["run_dir"].isin(prun["run_dir"])] if "run_dir" in epochs else epochs.iloc[:0]
+    patt = attempts[
+        (attempts["protocol"] == protocol) & attempts["tuned_from"].isna() & (attempts["trial"].fillna(0) == 0)
+    ]
+    curves = collected.curves[collected.curves["run_dir"].isin(prun["run_dir"])]
+    reference = target_reference or reference_of(prun, candidate)
+    table = final_table(prun, patt)
+    write_final_tables(table, pout, protocol, prun["code_version"], prun["hardware"], prun["packages"])
+    _warn_mixes(protocol, prun)
+    st = paired_stats(prun, candidate)
+    counts = write_stats(st, pout, candidate) if not st.empty else {}
+    plot_convergence(pep, pout, protocol)
+    lrs = sensitivity(prun)
+    ttt, ttt_runs = write_time_to_target(prun, curves, pout, protocol, reference, target)
+    self_tuning = None
+    if is_self_tuning(prun):
+        self_tuning = write_self_tuning(
+            prun, curves, pout, protocol, candidate, reference, tuned_reference(collected.runs, prun)
+        )
+    return {
+        "tuned": tuned,
+        "tunability": tunability,
+        "aggregate": write_aggregate(prun, pout, protocol, candidate),
+        "time_to_target": ttt,
+        "self_tuning": self_tuning,
+        "lr_robustness": write_sensitivity(lrs, pout, protocol, candidate) if not lrs.empty else [],
+        "runs": int(len(prun)),
+        "table": table.to_dict(orient="records"),
+        "stats": st.to_dict(orient="records"),
+        "win_tie_loss": counts,
+        "overhead": write_overhead(prun, pout, baseline or reference_of(prun, candidate)),
+        "phase_figure": plot_phase(pep, pout, candidate),
+        "code_versions": prun["code_version"].value_counts().to_dict(),
+        "package_mixes": package_mixes(prun["packages"]),
+    }, ttt_runs
+
+
+def _warn_mixes(protocol: str, prun: pd.DataFrame) -> None:
+    """One stderr line for each thing a section's table mixes: hardware, code, package versions."""
+    mixed = []
+    if prun["hardware"].nunique() > 1:
+        mixed.append(f"hardware {sorted(prun['hardware'].unique())}")
+    if prun["code_version"].nunique() > 1:
+        mixed.append(f"code versions {sorted(prun['code_version'].unique())}")
+    mixed += [f"{name} versions {versions}" for name, versions in package_mixes(prun["packages"]).items()]
+    for what in mixed:
+        print(f"report: warning: the {protocol} table mixes {what}", file=sys.stderr)
+
+
+def _index(
+    results_dir: Path, command: Optional[str], summary: dict, runs: pd.DataFrame, excluded: list, table_name: str
+) -> str:
+    """The report folder's README.md: what was counted, the diverged runs, the runs without a number, the files."""
     index = [
         f"# Report for `{shown_path(results_dir)}`\n",
         f"Command: `{shown_command(command)}`\n" if command else "",
@@ -173,7 +190,7 @@ def build_report(
             markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded])
         )
     index.append(
-        f"\nFiles: `{table_path.name}` (one row per run), "
+        f"\nFiles: `{table_name}` (one row per run), "
         + ("`paper_comparison.md`, " if summary["paper_comparison"] is not None else "")
         + "`summary.json`, and per "
         "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
@@ -182,8 +199,7 @@ def build_report(
         "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}`, "
         "`tunability.{png,md,csv}` and `self_tuning.{md,png,csv}` (trainer.schedule=recipe).\n"
     )
-    write_text(out / "README.md", "\n".join(index))
-    return summary
+    return "\n".join(index)
 
 
 def _epoch(value) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -14,6 +14,7 @@ import pandas as pd
 
 from thermolion import OPTIMIZERS, PAPER_OPTIMIZERS
 
+from .. import run_folder as rf
 from ..outcomes import COUNTED, chance, classify
 from ..train.datasets import DATASETS, PAPER_DATASETS
 
@@ -22,7 +23,6 @@ __all__ = [
     "Collected",
     "collect",
     "collect_runs",
-    "run_folders",
     "DATASET_ORDER",
     "OPTIMIZER_ORDER",
     "_ordered",
@@ -54,30 +54,22 @@ def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[di
     return c.runs, c.epochs, c.excluded
 
 
-def run_folders(results_dir: Path) -> list[Path]:
-    """Every run folder: one with a run.json, or with a LOCK only (killed before its first write)."""
-    found = {p.parent for name in ("run.json", "LOCK") for p in Path(results_dir).rglob(name)}
-    # Hydra's own folders (.hydra, .submitit) are not runs
-    return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(results_dir).parts))
-
-
-def collect(results_dir: Path, current_version: Optional[str] = None) -> Collected:
-    """Every run folder under ``results_dir``, classified by ``runners.outcomes`` (``current_version``:
-    the checkout's code version, to tell stale runs; None leaves that to the mixed-code warnings)."""
+def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = None) -> Collected:
+    """Every run folder under ``results_dir``, classified by ``runners.outcomes`` (``stale``: why a
+    finished run would not give the same numbers now, to tell stale runs; None leaves that to the
+    mixed-version warnings)."""
     # Plain csv parsing and one DataFrame per kind at the end: per-file pandas calls cost ~10x more
     # and dominate on large folders (scripts/bench_report.py).
     runs, epochs, curves, excluded, records, attempts = [], [], [], [], [], []
-    for run_dir in run_folders(results_dir):
+    for run_dir in rf.find_runs(results_dir):
         name = run_dir.relative_to(results_dir).as_posix()  # reports name runs relative to the results folder
-        info = None
-        if (run_dir / "run.json").exists():
-            try:
-                info = json.loads((run_dir / "run.json").read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                excluded.append({"run_dir": name, "status": "unreadable", "reason": f"run.json: {err}"})
-                records.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
-                continue
-        outcome = classify(run_dir, info, current_version)
+        try:
+            info = rf.read_info(run_dir)
+        except rf.UnreadableRecord as err:
+            excluded.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
+            records.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
+            continue
+        outcome = classify(run_dir, info, stale)
         status = outcome.finished_as or outcome.status  # a stale run counts as what it finished as
         record = {"run_dir": name, "status": outcome.status, "reason": outcome.reason, "info": info or {}}
         records.append(record)
@@ -89,7 +81,7 @@ def collect(results_dir: Path, current_version: Optional[str] = None) -> Collect
                 attempts.append({**key, "status": outcome.status})
             continue
         if status == "done":
-            rows, problem = read_rows(run_dir / "metrics.csv", _NEEDED)
+            rows, problem = rf.read_metrics(run_dir)
             if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
                 problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
             if problem:
@@ -107,7 +99,7 @@ def collect(results_dir: Path, current_version: Optional[str] = None) -> Collect
             epochs += [{**key, **r} for r in rows]
             curves += _curve(run_dir, name, rows, bool(cfg.get("trainer", {}).get("eval_every_steps")))
         else:  # diverged: a result, at chance, with no curve (it never reaches a target)
-            rows, _ = read_rows(run_dir / "metrics.csv", _NEEDED)
+            rows, _ = rf.read_metrics(run_dir)
             level = chance(DATASETS[cfg["data"]["name"]].num_classes)
             run = {
                 **key,
@@ -193,6 +185,7 @@ def _settings(cfg: dict, info: dict) -> dict:
         "search_space": cfg.get("search_space"),
         "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
         "code_version": info.get("code_version") or "unrecorded",
+        "packages": packages_of(info),
         "hardware": hardware_of(info.get("environment") or {}),
         "num_classes": DATASETS[cfg["data"]["name"]].num_classes,
         "eval_split": info.get("sizes", {}).get("eval_split"),
@@ -200,31 +193,10 @@ def _settings(cfg: dict, info: dict) -> dict:
     }
 
 
-_NEEDED = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
-
-
-def read_rows(path: Path, needed) -> tuple[Optional[list[dict]], Optional[str]]:
-    """(rows of floats, None), or (None, why) when the file is missing, unparsable or truncated."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            raw = list(reader)
-    except (OSError, csv.Error) as err:
-        return None, f"unreadable ({type(err).__name__}: {err})"
-    missing = [c for c in needed if c not in (header or [])]
-    if missing or not raw:
-        return None, f"truncated: no {missing or 'rows'}"
-    rows = []
-    for line in raw:  # the trainer writes every column of every row, all numbers
-        try:
-            values = [float(v) for v in line]
-        except ValueError:
-            return None, "truncated: a value is not a number"
-        if len(values) != len(header) or any(math.isnan(v) for v in values):
-            return None, "truncated: a row has missing values"
-        rows.append(dict(zip(header, values)))
-    return rows, None
+def packages_of(info: dict) -> str:
+    """The recorded versions of the packages that computed a run's numbers, as one comparable line."""
+    recorded = info.get("packages")
+    return ", ".join(f"{k} {v}" for k, v in sorted(recorded.items())) if recorded else "unrecorded"
 
 
 def hardware_of(env: dict) -> str:
@@ -237,8 +209,8 @@ def hardware_of(env: dict) -> str:
 def _curve(run_dir: Path, name: str, rows: list[dict], fine: bool) -> list[tuple]:
     """Evaluation points of a run: evals.csv (every few steps) when the run wrote one and it is whole,
     else the epoch rows."""
-    if fine and (run_dir / "evals.csv").exists():
-        fine, problem = read_rows(run_dir / "evals.csv", ("step", "epoch", "eval_acc", "train_seconds"))
+    if fine and (run_dir / rf.EVALS).exists():
+        fine, problem = rf.read_evals(run_dir)
         if problem is None:
             return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]
     seconds, out = 0.0, []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import _atomic
+from ..atomic import write_bytes, write_text
 from .paths import PATH_COLUMNS, shown_path
 
 __all__ = ["runs_frame", "write_runs_table"]
@@ -85,10 +85,10 @@ def write_runs_table(frame: pd.DataFrame, out: Path) -> Path:
         import pyarrow  # noqa: F401
     except ImportError:
         path = Path(out) / "runs.csv"
-        _atomic(path, lambda tmp: tmp.write_text(frame.to_csv(index=False)))
+        write_text(path, frame.to_csv(index=False))
         return path
     path = Path(out) / "runs.parquet"
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
-    _atomic(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+    write_bytes(path, buf.getvalue())
     return path

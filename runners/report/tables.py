@@ -92,6 +92,35 @@ def code_versions_note(versions: pd.Series) -> str:
     return text
 
 
+def package_mixes(packages: pd.Series) -> dict[str, list[str]]:
+    """{package: its versions} for every package recorded at more than one version among a table's runs
+    (``packages`` holds collect's "name version, ..." lines); runs of different optimizers recording
+    different packages are no mix."""
+    seen: dict[str, set[str]] = {}
+    for line in packages.dropna().unique():
+        if line == "unrecorded":
+            seen.setdefault("(any)", set()).add("unrecorded")
+            continue
+        for item in line.split(", "):
+            name, _, version = item.partition(" ")
+            seen.setdefault(name, set()).add(version)
+    if "(any)" in seen and len(seen) > 1:  # some runs recorded versions and some did not
+        seen["(any)"].add("recorded")
+    return {k: sorted(v) for k, v in sorted(seen.items()) if len(v) > 1}
+
+
+def packages_note(packages: Optional[pd.Series]) -> str:
+    """A warning when a table's runs were computed with different versions of a package."""
+    mixes = package_mixes(packages) if packages is not None else {}
+    if not mixes:
+        return ""
+    listed = "; ".join(f"{k} {' / '.join(v)}" for k, v in mixes.items())
+    return (
+        f" **Warning: this table mixes package versions:** {listed}. Re-run the old ones with `rerun=stale` "
+        "on the same sweep command."
+    )
+
+
 def hardware_note(hardware: Optional[pd.Series]) -> str:
     """A warning when a table's runs ran on different hardware (their numbers may differ slightly)."""
     if hardware is None or hardware.nunique() <= 1:
@@ -101,7 +130,12 @@ def hardware_note(hardware: Optional[pd.Series]) -> str:
 
 
 def write_final_tables(
-    table: pd.DataFrame, out: Path, protocol: str, versions: pd.Series, hardware: Optional[pd.Series] = None
+    table: pd.DataFrame,
+    out: Path,
+    protocol: str,
+    versions: pd.Series,
+    hardware: Optional[pd.Series] = None,
+    packages: Optional[pd.Series] = None,
 ) -> None:
     base = protocol.partition("+")[0]
     what = (
@@ -116,7 +150,8 @@ def write_final_tables(
         f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
         "Each cell: the mean over its counted runs, a diverged run at chance (100 / classes), then "
         "(done / attempted) and every run that is not done; `chance`: every counted run diverged; `–`: "
-        f"none finished. Best per row in bold. {code_versions_note(versions)}{hardware_note(hardware)}\n\n"
+        f"none finished. Best per row in bold. {code_versions_note(versions)}{packages_note(packages)}"
+        f"{hardware_note(hardware)}\n\n"
         + markdown_table(["dataset"] + optimizers, [[d] + r for d, r in zip(datasets, rows)])
     )
     write_text(out / "table_final.md", md)

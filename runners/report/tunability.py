@@ -103,8 +103,27 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
         .reset_index()
         .rename(columns={"optimizer_name": "optimizer"})
     )
+    curves, table = tunability_curves(per_trial, section)
+    if table.empty:
+        return None
     datasets = _ordered(per_trial["dataset"], DATASET_ORDER)
     optimizers = _ordered(per_trial["optimizer"], OPTIMIZER_ORDER)
+    write_text(out / "tunability.csv", table.to_csv(index=False))
+    _plot(curves, datasets, optimizers, out, section)
+    kstar = trials_to_match(curves, candidate)
+    self_tuned = _self_tuning(per_trial)
+    text = _markdown(runs, section, candidate, curves, kstar, self_tuned, table, datasets, optimizers)
+    write_text(out / "tunability.md", text)
+    return {
+        "curves": table.to_dict(orient="records"),
+        "kstar": {f"{d}/{o}": k for (d, o), k in kstar.items()},
+        "self_tuning": self_tuned,
+    }
+
+
+def tunability_curves(per_trial: pd.DataFrame, section: str) -> tuple[dict, pd.DataFrame]:
+    """Per (dataset, optimizer) with trials: (E[best of k] for every k, its band's low and high, the
+    default's accuracy), and the same as one row per k."""
     curves, rows = {}, []
     for (dataset, opt), g in per_trial.groupby(["dataset", "optimizer"]):
         trials = g[g["trial"] > 0]["final_eval_acc"].to_numpy()
@@ -128,22 +147,29 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
             }
             for k in range(len(trials))
         ]
-    if not rows:
-        return None
-    table = pd.DataFrame(rows)
-    write_text(out / "tunability.csv", table.to_csv(index=False))
-    _plot(curves, datasets, optimizers, out, section)
+    return curves, pd.DataFrame(rows)
 
-    budgets = table.groupby("optimizer")["trials"].max()
-    summary_rows, kstar = [], {}
-    for dataset in datasets:
+
+def trials_to_match(curves: dict, candidate: str) -> dict:
+    """k* per (dataset, baseline): the random trials it needs to match the candidate's defaults on that
+    dataset (None: not within its trials); absent where the dataset has no candidate curve."""
+    kstar = {}
+    for (dataset, opt), (curve, _, _, default) in curves.items():
         ref = curves.get((dataset, candidate))
+        if ref is not None and opt != candidate:
+            kstar[(dataset, opt)] = _k_star(curve, default, ref[3])
+    return kstar
+
+
+def _markdown(runs, section, candidate, curves, kstar, self_tuned, table, datasets, optimizers) -> str:
+    budgets = table.groupby("optimizer")["trials"].max()
+    summary_rows = []
+    for dataset in datasets:
         for opt in optimizers:
             if (dataset, opt) not in curves:
                 continue
             curve, _, _, default = curves[(dataset, opt)]
-            k = _k_star(curve, default, ref[3]) if ref is not None and opt != candidate else None
-            kstar[(dataset, opt)] = k
+            k = kstar.get((dataset, opt))
             summary_rows.append(
                 [
                     dataset,
@@ -153,10 +179,9 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
                     _pct(curve[3]) if len(curve) >= 4 else "–",  # fewer than 4 trials: no best of 4
                     _pct(curve[-1]),
                     f"{curve[-1] - default:+.2f}",
-                    "–" if opt == candidate or ref is None else (str(k) if k is not None else f"> {len(curve)}"),
+                    "–" if (dataset, opt) not in kstar else (str(k) if k is not None else f"> {len(curve)}"),
                 ]
             )
-    self_tuned = _self_tuning(per_trial)
     text = [
         f"# Tunability ({section}): validation accuracy (%)\n",
         "Trial 0 is each optimizer's default configuration; trials 1..N are points of its declared search "
@@ -203,12 +228,7 @@ def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str
         '\n## Verdict on "hyperparameter-free"\n',
         _verdict(curves, kstar, candidate, datasets, optimizers),
     ]
-    write_text(out / "tunability.md", "\n".join(text) + "\n")
-    return {
-        "curves": table.to_dict(orient="records"),
-        "kstar": {f"{d}/{o}": k for (d, o), k in kstar.items()},
-        "self_tuning": self_tuned,
-    }
+    return "\n".join(text) + "\n"
 
 
 def _pct(v: float) -> str:

@@ -10,11 +10,11 @@ is held) is left alone. Prints one line per folder and exits 0.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
+from .. import run_folder as rf
 from .lock import RunLock
 
 __all__ = ["failed_runs", "main"]
@@ -23,13 +23,12 @@ __all__ = ["failed_runs", "main"]
 def failed_runs(results: Path) -> list[tuple[Path, str]]:
     """(run folder, its error) for every failed run under ``results``."""
     out = []
-    for info_path in sorted(Path(results).rglob("run.json")):
-        run_dir = info_path.parent
-        if any(part.startswith(".") for part in run_dir.relative_to(results).parts) or (run_dir / "DONE").exists():
+    for run_dir in rf.find_runs(results):
+        if rf.is_done(run_dir):
             continue
         try:
-            info = json.loads(info_path.read_text())
-        except (OSError, ValueError):
+            info = rf.read_info(run_dir) or {}
+        except rf.UnreadableRecord:
             continue
         if info.get("status") == "failed":
             out.append((run_dir, str(info.get("error", ""))))

@@ -1,16 +1,15 @@
 """One run as a job: own its folder, skip or resume it, train it, and write its files.
 
 A run writes, under its own folder, ``metrics.csv`` (a row per epoch), ``run.json`` (config,
-status, final metrics, environment), ``DONE`` last, and while it runs a per-epoch
-``checkpoint.pt`` from which a killed run resumes. All files are written atomically. The
-numbers come from ``runners.train``; this module only decides whether to train and keeps files.
+identity, status, final metrics, environment), ``DONE`` last, and while it runs a per-epoch
+``checkpoint.pt`` from which a killed run resumes; the format is ``runners.run_folder``'s. A
+finished run is reused only when its identity (settings, code, package versions, device type:
+``runners.identity``) is the current one. The numbers come from ``runners.train``; this module only
+decides whether to train and keeps files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,16 @@ from typing import Optional
 
 import torch
 
-from ..atomic import torch_save, write_csv, write_json, write_text
+from .. import run_folder as rf
+from ..atomic import torch_save
 from ..config import RunConfig
+from ..identity import code_version, stale_reasons
 from ..train import loop
+from ..train.backend import backend_settings, prepare_deterministic
 from ..train.build import keep_freed_memory, pick_device
 from .lock import LockLost, RunLock
 from .progress import show_progress
-from .provenance import code_version, environment
+from .provenance import environment
 
 __all__ = ["RunResult", "train", "save_checkpoint"]
 
@@ -53,10 +55,10 @@ def train(cfg: RunConfig) -> RunResult:
     holds the run's lock).
     """
     run_dir = cfg.run_dir()
-    version = code_version(cfg.code_files())
-    if cfg.trainer.deterministic:  # cuBLAS reads it when CUDA initialises, before any run builds
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if cfg.rerun == "failed" and _recorded_status(run_dir) != "failed":
+    version, packages = code_version(), cfg.packages()
+    device = pick_device(cfg.trainer.device)
+    prepare_deterministic(cfg.trainer)  # before CUDA initialises, before any run builds
+    if cfg.rerun == "failed" and rf.recorded_status(run_dir) != "failed":
         return RunResult(run_dir, "skipped", error="not a failed run (rerun=failed retries failed runs only)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,13 +79,14 @@ def train(cfg: RunConfig) -> RunResult:
             f"(heartbeat {holder.get('age_s', 0):.0f} s ago)",
         )
     try:
-        finished = _finished_result(cfg, run_dir, version)
+        finished = _finished_result(cfg, run_dir, version, packages, device)
         if finished is not None:
             return finished
         info = {
             "config": cfg.to_dict(),
             "fingerprint": cfg.fingerprint(),
             "code_version": version,
+            "packages": packages,
             "seed": cfg.seed,
             "status": "running",
             "run_dir": str(run_dir),
@@ -99,14 +102,12 @@ def train(cfg: RunConfig) -> RunResult:
             )
         # On disk from its first second, replacing any older record (rerun=all, stale, failed): a run
         # killed from here on reads as interrupted (runners.outcomes), never as its old numbers.
-        write_json(run_dir / "run.json", info)
-        device = pick_device(cfg.trainer.device)
+        rf.write_info(run_dir, info)
         if device.type == "cpu":
             keep_freed_memory()
-        deterministic = torch.are_deterministic_algorithms_enabled()
         try:
             info["environment"] = environment(device)
-            with device_settings(cfg, device) as settings:
+            with backend_settings(cfg.trainer, device) as settings:
                 info["environment"].update(settings)
                 return _train(cfg, run_dir, device, info, lock)
         except LockLost as err:  # another process owns the folder now: write nothing more
@@ -114,24 +115,22 @@ def train(cfg: RunConfig) -> RunResult:
         except Exception as err:  # noqa: BLE001 - a failed run must not stop the sweep
             info.update(status="failed", error=f"{type(err).__name__}: {err}")
             if lock.held():
-                write_json(run_dir / "run.json", info)
+                rf.write_info(run_dir, info)
             return RunResult(run_dir, "failed", error=info["error"])
-        finally:  # a deterministic run must not leave later runs of an in-process sweep deterministic
-            torch.use_deterministic_algorithms(deterministic)
     finally:
         lock.release()
 
 
-def _finished_result(cfg: RunConfig, run_dir: Path, version: str) -> Optional[RunResult]:
+def _finished_result(
+    cfg: RunConfig, run_dir: Path, version: str, packages: dict, device: torch.device
+) -> Optional[RunResult]:
     """The result of an already finished run, or None when it is to be (re-)run now."""
-    done = run_dir / "DONE"
-    if not done.exists():
+    if not rf.is_done(run_dir):
         return None
     try:
-        recorded = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        recorded = {}
-    old = recorded.get("code_version") or ("unrecorded" if recorded else "unreadable")
+        recorded = rf.read_info(run_dir) or {}
+    except rf.UnreadableRecord:
+        recorded = {"code_version": "unreadable"}
     stored = recorded.get("config", {}).get("optimizer")
     if cfg.optimizer.target and stored is not None and stored != cfg.to_dict()["optimizer"]:
         return RunResult(
@@ -140,61 +139,39 @@ def _finished_result(cfg: RunConfig, run_dir: Path, version: str) -> Optional[Ru
             error=f"this folder holds plug-in {cfg.optimizer.name!r} with other "
             f"settings ({stored}); give this one another optimizer.name",
         )
-    if old == version and recorded.get("fingerprint") not in (None, cfg.fingerprint()):
+    same_definition = recorded.get("schema") == rf.SCHEMA and recorded.get("code_version") == version
+    if same_definition and recorded.get("fingerprint") not in (None, cfg.fingerprint()):
         return RunResult(
             run_dir,
             "failed",
             error=f"this folder holds a finished run with other settings (fingerprint {recorded['fingerprint']}, "
             f"this configuration's is {cfg.fingerprint()}); give it another results_dir",
         )
-    if not _metrics_complete(run_dir, recorded):
+    if not rf.metrics_complete(run_dir, recorded):
         print(f"{run_dir}: DONE but metrics.csv is truncated or unreadable: running it again", flush=True)
-        done.unlink()
+        rf.unmark_done(run_dir)
         return None
-    if cfg.rerun == "all" or (cfg.rerun == "stale" and old != version):
-        done.unlink()  # a rerun killed midway must not look finished
+    reasons = stale_reasons(recorded, version, device.type, packages)
+    if cfg.rerun == "all" or (cfg.rerun == "stale" and reasons):
+        rf.unmark_done(run_dir)  # a rerun killed midway must not look finished
         return None
-    if old != version:
-        return RunResult(
-            run_dir,
-            "stale",
-            error=f"finished with code {old}, the code is now {version}; kept (rerun=stale re-runs it)",
-        )
+    if reasons:
+        return RunResult(run_dir, "stale", error=f"finished with {'; '.join(reasons)}; kept (rerun=stale re-runs it)")
     return RunResult(run_dir, "skipped", error="already complete (DONE exists)")
 
 
-def _recorded_status(run_dir: Path) -> Optional[str]:
-    """The status run.json records, "done" when DONE exists, or None for a run never started."""
-    if (run_dir / "DONE").exists():
-        return "done"
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
-
-
-def _metrics_complete(run_dir: Path, recorded: dict) -> bool:
-    """metrics.csv has every epoch run.json says was done, each row whole (the report's own reading)."""
-    from ..report.collect import read_rows  # lazily: pandas is not needed to train a run
-
-    expected = recorded.get("epochs_done")
-    if expected == 0:
-        return True  # diverged in its first epoch: an empty metrics.csv is complete
-    rows, problem = read_rows(run_dir / "metrics.csv", ("epoch",))
-    return problem is None and len(rows) == (expected if expected is not None else len(rows))
-
-
-def _load_checkpoint(path: Path, cfg: RunConfig, version: str, device: torch.device) -> Optional[dict]:
-    """A killed run's checkpoint, or None; one written by other code is discarded, not mixed in."""
+def _load_checkpoint(path: Path, cfg: RunConfig, info: dict) -> Optional[dict]:
+    """A killed run's checkpoint, or None; one written by other code or packages is discarded, not mixed in."""
     if not path.exists():
         return None
     # On the CPU: RNG and generator states must stay CPU byte tensors (set_rng_state, Generator.set_state);
     # load_state_dict moves weights and optimizer state to the parameters' device itself.
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("code_version") != version:
+    reasons = stale_reasons(ckpt, info["code_version"], info["environment"]["device_type"], info["packages"])
+    if reasons:
         print(
-            f"{path.parent}: its checkpoint was written by code {ckpt.get('code_version')}, the code is "
-            f"now {version}: starting over rather than mixing the two",
+            f"{path.parent}: its checkpoint was written with {'; '.join(reasons)}: starting over rather than "
+            "mixing the two",
             flush=True,
         )
         path.unlink()
@@ -216,48 +193,10 @@ def _progress(cfg: RunConfig, steps_left: int):
         total=steps_left,
         desc=f"{cfg.optimizer.name}/{cfg.data.name}/s{cfg.seed}",
         unit="step",
-        disable=not show_progress(cfg.trainer.progress),
+        disable=not show_progress(cfg.options.progress),
         leave=False,
         dynamic_ncols=True,
     )
-
-
-@contextlib.contextmanager
-def device_settings(cfg: RunConfig, device: torch.device):
-    """Backend settings for the run (recorded in run.json), restored afterwards.
-
-    cuDNN autotuning is on except in deterministic mode; ``trainer.matmul_precision`` ("high" lets
-    float32 matmuls use TF32 on Ampere and later). ``cuda:N`` becomes the current device, so that
-    CUDA events and allocations go to it (its peak memory is recorded when the run finishes).
-    """
-    before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
-    torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
-    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
-    settings = {"cudnn_benchmark": torch.backends.cudnn.benchmark, "matmul_precision": cfg.trainer.matmul_precision}
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        settings.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_driver_version())
-    try:
-        yield settings
-    finally:
-        torch.backends.cudnn.benchmark = before[0]
-        torch.set_float32_matmul_precision(before[1])
-
-
-def _driver_version():
-    try:
-        import subprocess
-
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out.splitlines()[0] if out else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock: RunLock) -> RunResult:
@@ -267,31 +206,28 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock
     info["data_notes"] = run.notes
     info["sizes"] = {"train": len(run.data.train_y), "eval": len(run.data.eval_y), "eval_split": run.data.eval_split}
     info["augment"] = run.augment
-    ckpt_path = run_dir / "checkpoint.pt"
-    ckpt = _load_checkpoint(ckpt_path, cfg, info["code_version"], device)
+    ckpt_path = run_dir / rf.CHECKPOINT
+    ckpt = _load_checkpoint(ckpt_path, cfg, info)
     if ckpt is not None:
         loop.restore(run, ckpt)
         print(f"resuming {run_dir} at epoch {run.start_epoch + 1}/{tc.epochs}")
     # Files this run will not write again must not outlive it: a fresh start drops an older run's
     # curves, and a run without eval_every_steps drops an evals.csv the report would prefer.
-    stale_files = ("evals.csv",) if not tc.eval_every_steps else ()
-    for name in stale_files + (("metrics.csv", "evals.csv") if ckpt is None else ()):
-        (run_dir / name).unlink(missing_ok=True)
+    stale_files = (rf.EVALS,) if not tc.eval_every_steps else ()
+    rf.remove(run_dir, *stale_files, *((rf.METRICS, rf.EVALS) if ckpt is None else ()))
     info["epochs_done"] = run.start_epoch
-    write_json(run_dir / "run.json", info)
+    rf.write_info(run_dir, info)
     bar = _progress(cfg, (tc.epochs - run.start_epoch) * len(run.loader))
     for row in loop.fit(run, bar):
         lock.check()  # after a take-over, two processes must never write one folder
-        write_csv(run_dir / "metrics.csv", run.history)
+        rf.write_metrics(run_dir, run.history)
         if tc.eval_every_steps:
-            write_csv(run_dir / "evals.csv", run.evals)
+            rf.write_evals(run_dir, run.evals)
         info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json(run_dir / "run.json", info)
-        if tc.checkpoint and row["epoch"] < tc.epochs:
-            save_checkpoint(
-                ckpt_path,
-                {"fingerprint": cfg.fingerprint(), "code_version": info["code_version"], **loop.checkpoint_state(run)},
-            )
+        rf.write_info(run_dir, info)
+        if cfg.options.checkpoint and row["epoch"] < tc.epochs:
+            identity = {k: info[k] for k in ("fingerprint", "code_version", "packages", "environment")}
+            save_checkpoint(ckpt_path, {**identity, **loop.checkpoint_state(run)})
     bar.close()
     lock.check()
     return _finish(run, run_dir, info, time.perf_counter() - t_start)
@@ -304,7 +240,7 @@ def _finish(run: loop.Run, run_dir: Path, info: dict, wall_seconds: float) -> Ru
     if run.device.type == "cuda":
         info["environment"]["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2**20, 1)
     if not run.history:
-        write_text(run_dir / "metrics.csv", "")
+        rf.write_metrics(run_dir, [])
     final = dict(run.history[-1]) if run.history else {}
     info.update(
         status=run.status,
@@ -313,7 +249,7 @@ def _finish(run: loop.Run, run_dir: Path, info: dict, wall_seconds: float) -> Ru
         wall_time_s=wall_seconds,
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
-    write_json(run_dir / "run.json", info)
-    write_text(run_dir / "DONE", run.status + "\n")
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    rf.write_info(run_dir, info)
+    rf.mark_done(run_dir, run.status)
+    rf.remove(run_dir, rf.CHECKPOINT)
     return RunResult(run_dir, run.status, final)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..outcomes import STALE_AFTER_S, lock_record, owner_gone
+from ..run_folder import LOCK
 
 __all__ = ["RunLock", "LockLost", "HEARTBEAT_S", "STALE_AFTER_S"]
 
@@ -40,7 +41,7 @@ class LockLost(RuntimeError):
 
 class RunLock:
     def __init__(self, run_dir: Path, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
-        self.path = Path(run_dir) / "LOCK"
+        self.path = Path(run_dir) / LOCK
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self.owner = {
             "host": platform.node(),
@@ -61,7 +62,7 @@ class RunLock:
         seen = self.holder()
         if seen is None or not self._stale(seen):
             return False
-        if not self._create(self.path.with_name("LOCK.takeover")):
+        if not self._create(self.path.with_name(LOCK + ".takeover")):
             self._clear_dead_guard()
             return False
         try:
@@ -73,7 +74,7 @@ class RunLock:
                 return False
             self.took_over = seen
         finally:
-            self.path.with_name("LOCK.takeover").unlink(missing_ok=True)
+            self.path.with_name(LOCK + ".takeover").unlink(missing_ok=True)
         self._start_heartbeat()
         return True
 
@@ -123,7 +124,7 @@ class RunLock:
         return owner_gone(record, self.stale_after_s)
 
     def _clear_dead_guard(self) -> None:
-        guard = self.path.with_name("LOCK.takeover")
+        guard = self.path.with_name(LOCK + ".takeover")
         try:
             if time.time() - guard.stat().st_mtime > _GUARD_STALE_S:
                 guard.unlink(missing_ok=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .datasets import get_info, load_split
+from ..datafiles import load_split
+from .datasets import get_info
+from .settings import DataConfig
 
 __all__ = ["DataConfig", "Prepared", "TensorLoader", "prepare", "stratified_split", "corrupt_labels", "HOLDOUT_SEED"]
 
@@ -48,21 +49,6 @@ def corrupt_labels(labels: Tensor, fraction: float, num_classes: int, seed: int)
     chosen = torch.randperm(len(labels), generator=gen)[: int(round(fraction * len(labels)))]
     out[chosen] = torch.randint(num_classes, (len(chosen),), generator=gen)
     return out
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    name: str = "digits"
-    root: Optional[str] = None
-    cache_dir: Optional[str] = None
-    download: bool = True
-    image_size: int = 32
-    train_subset: Optional[int] = None  # paper protocol: the first N training samples
-    eval_split: str = "test"  # "train": accuracy on the training set (paper); "test"; "val"
-    val_fraction: float = 0.1  # held out of the training split when eval_split == "val"
-    test_fraction: float = 0.2  # held-out test share for sets without an official test split
-    label_noise: float = 0.0  # share of training labels replaced uniformly (seeded)
-    augment: str = "none"  # none | crop | crop_flip | auto (crop_flip, or crop on digit/character/sign sets)
 
 
 @dataclass

@@ -9,7 +9,6 @@ that the caller can write metrics and a checkpoint, and a resumed run continues 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from torch.optim.swa_utils import update_bn
 
 from thermolion import ThermoLion
 
+from ..timing import StepTimer
 from .augment import EpochAugmenter, resolve_augment
 from .build import build_run, derive_seed, recipe
 from .data import Prepared, TensorLoader, prepare
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ..config import RunConfig
 
 __all__ = [
-    "TrainerConfig",
     "Run",
     "build",
     "evaluate",
@@ -44,25 +43,6 @@ __all__ = [
     "checkpoint_state",
     "restore",
 ]
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    epochs: int = 12
-    batch_size: int = 128
-    device: str = "auto"  # auto: cuda when available, else cpu
-    deterministic: bool = False
-    compile: bool = False  # torch.compile the model (GPU)
-    amp: bool = False  # bf16 autocast (GPU)
-    channels_last: bool = False  # channels_last memory format (GPU)
-    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
-    checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
-    progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
-    schedule: str = "constant"  # per-step lr: constant (the paper's) | cosine | warmup_cosine | recipe (registry's)
-    warmup_steps: int = 0  # linear warmup steps of warmup_cosine
-    grad_clip: Optional[float] = None  # clip the global gradient norm (off; ThermoLion's c = 2.0 assumes unclipped)
-    eval_every_steps: Optional[int] = None  # also evaluate every this many steps (evals.csv; off by default)
-    matmul_precision: str = "high"  # torch.set_float32_matmul_precision: highest | high (TF32 on GPUs) | medium
 
 
 @dataclass
@@ -90,9 +70,6 @@ class Run:
 def build(cfg: RunConfig, device: torch.device) -> Run:
     """Data, model, optimizer, loader and schedule of a run, seeded as its streams say."""
     tc = cfg.trainer
-    if tc.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
     data = prepare(cfg.data, seed=cfg.seed, device=device)
     augment, warning = resolve_augment(cfg.data.augment, cfg.data.name)
     notes = list(data.notes)
@@ -214,20 +191,6 @@ def effective_lr(optimizer) -> Optional[float]:
     return float(group["d"]) * float(group["lr"]) if "d" in group else None
 
 
-def _timed_step(optimizer, events: Optional[list]) -> float:
-    """``optimizer.step()``; its host seconds, or 0 with a pair of CUDA events appended (no sync per step)."""
-    if events is None:
-        t0 = time.perf_counter()
-        optimizer.step()
-        return time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    optimizer.step()
-    end.record()
-    events.append((start, end))
-    return 0.0
-
-
 def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: float) -> tuple[dict, float, float]:
     """One pass over the batches, with any mid-epoch evaluations: the epoch's first columns, its
     training seconds (evaluation excluded) and its seconds inside ``optimizer.step()``."""
@@ -235,8 +198,7 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
     every, n = tc.eval_every_steps or 0, len(run.loader)
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
-    step_seconds, eval_seconds = 0.0, 0.0
-    events = [] if run.device.type == "cuda" else None
+    timer, eval_seconds = StepTimer(run.device), 0.0
     step = epoch * n
     _train_mode(optimizer)  # after the last epoch's evaluation (or a restored checkpoint) left it in eval
     for x, y in run.loader.epoch(epoch):
@@ -249,7 +211,7 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
         loss.backward()
         if tc.grad_clip is not None:  # global norm; the result stays on the device (no sync)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        step_seconds += _timed_step(optimizer, events)
+        timer.step(optimizer)
         if run.scheduler is not None:
             run.scheduler.step()
         loss_sum += loss.detach()
@@ -257,7 +219,7 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
         bar.update(1)
         step += 1
         if every and step % every == 0 and step % n:  # epoch ends are evaluated by evaluate_epoch
-            if events is not None:  # else the queued training kernels would be billed to evaluation
+            if timer.cuda:  # else the queued training kernels would be billed to evaluation
                 torch.cuda.synchronize(run.device)
             t_eval = time.perf_counter()
             averaged = run.swa is not None and epoch > run.swa[2]  # once averaging has begun: its model
@@ -275,8 +237,6 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
             eval_seconds += time.perf_counter() - t_eval
     train_loss = loss_sum.item() / n  # one host sync per epoch
     train_seconds = time.perf_counter() - t_epoch - eval_seconds
-    if events is not None:
-        step_seconds = sum(s.elapsed_time(e) for s, e in events) / 1e3
     row = {
         "epoch": epoch + 1,
         "step": step,
@@ -287,7 +247,7 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
         row["lr"] = optimizer.param_groups[0]["lr"]
     if (d_lr := effective_lr(optimizer)) is not None:
         row["effective_lr"] = d_lr
-    return row, train_seconds, step_seconds
+    return row, train_seconds, timer.seconds()
 
 
 def evaluate_epoch(run: Run, epoch: int) -> tuple[float, float]:

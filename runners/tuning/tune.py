@@ -33,8 +33,7 @@ from thermolion import OPTIMIZERS, get_spec
 from ..atomic import write_json
 from ..report import ReportError, collect_runs
 from ..report.paths import shown_command
-from ..train.data import DataConfig
-from ..train.loop import TrainerConfig
+from ..train.settings import DataConfig, TrainerConfig
 
 __all__ = ["select_configs", "rerun_seeds", "main"]
 

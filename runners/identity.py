@@ -1,0 +1,128 @@
+"""A run's identity beyond its settings: the numeric code and the packages that compute its numbers.
+
+One rule: a finished run is reused only if running it again would give the same numbers. The
+settings are the run's fingerprint and folder (``RunConfig.result_settings``). Here is the rest:
+
+* ``code_version()`` hashes every source file of the folders that determine a run's numbers: the
+  optimizer package (``thermolion/``), the models (``models/``) and the numeric core
+  (``runners/train/``). Nothing else is hashed, so editing the report, the sweep machinery, a
+  progress default or an error message does not make finished runs stale.
+* ``installed(package)`` is the version of a package that computes numbers: torch, torchvision and
+  numpy for every run, the package a registered optimizer comes from (its registry entry says
+  which), a dataset's own reader, and a plug-in's top-level package (its version, or a hash of its
+  source where it has none). run.json records them as ``packages``.
+* the device type (cpu or cuda) the run trained on.
+
+``stale_reasons`` compares what a finished run recorded with what would run now, naming each
+difference; a run with any is stale.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+__all__ = [
+    "ROOT",
+    "NUMERIC_DIRS",
+    "BASE_PACKAGES",
+    "code_files",
+    "code_version",
+    "installed",
+    "versions",
+    "stale_reasons",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+# Whole folders, no exceptions: runners/train/ holds exactly the harness code that changes numbers.
+NUMERIC_DIRS = ("thermolion", "models", "runners/train")
+PROJECT_PACKAGES = ("thermolion", "models", "runners")  # hashed by code_version, never a package version
+BASE_PACKAGES = ("torch", "torchvision", "numpy")
+
+
+def code_files(root: Path = ROOT) -> list[Path]:
+    return [path for folder in NUMERIC_DIRS for path in sorted((root / folder).rglob("*.py"))]
+
+
+def _hash(paths: Iterable[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        name = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        digest.update(name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@functools.cache
+def code_version(root: Path = ROOT) -> str:
+    """12 hex digits naming the project's files that determine a run's numbers. Hashed once per
+    process: the version names the code that was imported, even if the files change while a sweep
+    runs. ``root`` is the checkout (another one in tests; ``code_version.cache_clear()`` forgets)."""
+    return _hash(code_files(root), root)
+
+
+@functools.cache
+def installed(package: str) -> str:
+    """The installed version of a distribution or top-level module (``"timm"``, ``"scikit-learn"``);
+    for a module of no distribution (user code), ``source <hash>`` of its files; else ``not installed``."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        pass
+    for dist in metadata.packages_distributions().get(package, []):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return "not installed"
+    if spec.submodule_search_locations:  # a package, a namespace package (no __init__.py) included
+        folders = sorted(Path(f) for f in spec.submodule_search_locations)
+        return "source " + _hash(sorted(p for f in folders for p in f.rglob("*.py")), folders[0].parent)[:8]
+    if spec.origin in (None, "built-in", "frozen"):
+        return "built-in"
+    origin = Path(spec.origin)
+    return "source " + _hash([origin], origin.parent)[:8]
+
+
+def plugin_package(target: str) -> Optional[str]:
+    """The top-level package a plug-in's dotted path comes from, unless the project hashes it already."""
+    top = str(target).split(".", 1)[0]
+    return None if top in PROJECT_PACKAGES or top in BASE_PACKAGES else top
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """``{package: installed version}`` for torch, torchvision, numpy and ``packages``."""
+    return {p: installed(p) for p in sorted({*BASE_PACKAGES, *packages})}
+
+
+def stale_reasons(info: dict, code: str, device_type: Optional[str] = None, expected: Iterable[str] = ()) -> list[str]:
+    """Why a finished run (its run.json, ``info``) would not give the same numbers now: one phrase per
+    difference in code, package versions and device type; empty when it would.
+
+    ``expected`` names packages the run needs now (a relaunch knows them from its config); a recorded
+    package is compared whether expected or not, so reading folders needs no config."""
+    reasons = []
+    old = info.get("code_version") or "unrecorded"
+    if old != code:
+        reasons.append(f"code {old}, the code is now {code}")
+    recorded = info.get("packages")
+    if recorded is None:
+        reasons.append("no recorded package versions (written before they were recorded)")
+        recorded = {}
+    for package in sorted({*recorded, *expected}):
+        was, now = recorded.get(package, "unrecorded"), installed(package)
+        if was != now:
+            reasons.append(f"{package} {was}, now {now}")
+    was_device = (info.get("environment") or {}).get("device_type")
+    if device_type is not None and was_device is not None and was_device != device_type:
+        reasons.append(f"device {was_device}, now {device_type}")
+    return reasons
