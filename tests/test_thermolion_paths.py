@@ -14,10 +14,16 @@ from .test_thermolion import F_FIRST_STEP, NOISE_OFF, SHAPES, _apply, _model_and
 
 # ------------------------------------------------------------------ diagnostics and host syncs
 class _NoHostSync(TorchFunctionMode):
+    """Fails on any read of a tensor's value to the host, except of the tensors in ``allowed``."""
+
     FORBIDDEN = {"item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu", "__index__"}
 
+    def __init__(self, allowed=()):
+        super().__init__()
+        self.allowed = {id(t) for t in allowed}
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in self.FORBIDDEN:
+        if getattr(func, "__name__", "") in self.FORBIDDEN and not (args and id(args[0]) in self.allowed):
             raise AssertionError(f"host synchronisation inside step(): Tensor.{func.__name__}")
         return func(*args, **(kwargs or {}))
 
@@ -26,9 +32,18 @@ class _NoHostSync(TorchFunctionMode):
 def test_step_reads_nothing_back_to_the_host(foreach):
     model, grads = _model_and_grads()
     opt = ThermoLion(model.parameters(), foreach=foreach, track_stats=True, bias_correction=True)
-    with _NoHostSync():
-        _apply(model, opt, grads[:3])
+    _apply(model, opt, grads[:1])
+    # torch.optim's convention: the step counts are CPU tensors (read without a device sync), on the
+    # device with capturable; nothing else is read
+    steps = [s["step"] for s in opt.state.values()]
+    assert all(s.device.type == "cpu" and s.dtype == torch.float32 for s in steps)
+    with _NoHostSync(allowed=steps):
+        _apply(model, opt, grads[1:3])
     assert opt.read_stats()  # the single sync happens here, outside step()
+    if foreach:  # capturable: not even those (the reference path reads its steps, by design)
+        capturable = ThermoLion(model.parameters(), capturable=True, track_stats=True)
+        with _NoHostSync():
+            _apply(model, capturable, grads[:2])
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -102,7 +117,7 @@ def test_auto_mode_fuses_large_buckets_only(monkeypatch):
     import thermolion.fused as tf
 
     used = []
-    monkeypatch.setattr(tf, "fused_thermolion", lambda *a, **k: used.append("fused"))
+    monkeypatch.setattr(tf, "fused_thermolion", lambda *a, **k: used.append("fused") or True)
     monkeypatch.setattr(tl, "_multi_tensor_thermolion", lambda *a, **k: used.append("foreach"))
     for n in (tl.FUSED_MIN_ELEMENTS - 1, tl.FUSED_MIN_ELEMENTS):
         p = torch.nn.Parameter(torch.zeros(n))
@@ -134,6 +149,40 @@ def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monke
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
     assert tl._COMPILED["kernel"] is None
+
+
+def test_a_new_layout_that_fails_to_compile_in_a_later_bucket_undoes_the_whole_step(monkeypatch):
+    import thermolion.fused as tl
+
+    calls = []
+
+    def float32_only(ps, gs, ms, vs, *args):  # the eager bucket function; "fails to compile" for float64
+        calls.append(ps[0].dtype)
+        if ps[0].dtype == torch.float64:
+            ms[0].add_(1.0)  # as Dynamo may, before failing
+            raise RuntimeError("simulated: recompile limit reached")
+        return tl._fused_bucket(ps, gs, ms, vs, *args)
+
+    monkeypatch.setitem(tl._COMPILED, "kernel", float32_only)
+    monkeypatch.setattr(tl, "_VERIFIED", {"another model's layout"})  # the compiler works in this process
+    monkeypatch.setattr(tl, "_FAILED", set())
+
+    def run(**kw):
+        gen = torch.Generator().manual_seed(1)
+        ps = [torch.nn.Parameter(torch.randn(6, 5, generator=gen)), torch.nn.Parameter(torch.randn(7, generator=gen).double())]
+        opt = ThermoLion(ps, generator=torch.Generator().manual_seed(2), **kw)
+        for _ in range(3):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return ps
+
+    with pytest.warns(UserWarning, match="failed to compile"):
+        fused = run(fused=True)
+    assert calls == [torch.float32, torch.float64]  # the first bucket ran, the second failed: both undone
+    assert tl._COMPILED["kernel"] is float32_only and len(tl._FAILED) == 1  # that layout only, on foreach
+    for a, b in zip(fused, run(fused=False)):
+        assert torch.equal(a, b)
 
 
 def test_the_fused_threshold_is_public_as_the_readme_names_it():

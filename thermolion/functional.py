@@ -8,8 +8,8 @@ the compiled path in fused.py).
 * :func:`thermolion.fused.fused_thermolion` traces the whole update of a (device, dtype) bucket with
   ``torch.compile`` (one compiled call per step, one pass over memory per tensor instead of ~20). It
   is the default for buckets of at least ``FUSED_MIN_ELEMENTS`` elements, where its one-off compile
-  (8 to 27 s cold on a 2-core CPU, cached on disk by Inductor) pays for itself; if compiling fails it
-  warns once and falls back to foreach.
+  (8 to 27 s cold on a 2-core CPU, cached on disk by Inductor) pays for itself; if compiling a
+  bucket layout fails it warns once and that step, and that layout from then on, run on foreach.
 
 All three draw the noise from the same generator in the same order, so they agree to rounding.
 None synchronises with the host: the temperature is a Python float derived from the per-tensor
@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
+
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, plain, temperature
 
 __all__ = ["thermolion", "FUSED_MIN_ELEMENTS", "NOISE_SCALES"]
 
 # Auto mode fuses a (device, dtype) bucket from this many elements on (~4M, about 16 MB of fp32).
 FUSED_MIN_ELEMENTS = 1 << 22
 NOISE_SCALES = ("grad", "unit")
-_GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while lambda < 0.5
 
 
 def thermolion(
@@ -60,18 +61,13 @@ def thermolion(
     and T weighted by elements, or None).
     """
     if foreach is False:
-        fn = _single_tensor_thermolion
-    elif fused or (fused is None and sum(p.numel() for p in params) >= FUSED_MIN_ELEMENTS):
+        return _single_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
+    if fused or (fused is None and sum(p.numel() for p in params) >= FUSED_MIN_ELEMENTS):
         from . import fused as compiled  # imported only where a bucket is large enough to fuse
 
-        fn = compiled.fused_thermolion if compiled.fused_kernel() is not None else _multi_tensor_thermolion
-    else:
-        fn = _multi_tensor_thermolion
-    fn(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
-
-
-def _temperature(t0: float, temp_decay: float, step: int) -> float:
-    return t0 * temp_decay**step
+        if compiled.fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper):
+            return
+    _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
 
 
 def _single_tensor_thermolion(
@@ -113,26 +109,24 @@ def _single_tensor_thermolion(
         aligned = ((torch.sign(m) == torch.sign(g)) & (m != 0) & (g != 0)).to(m.dtype)
         direction = (1 - lam) * torch.sign(m) * (1 + boost * aligned) + lam * scale * m_hat / d
 
-        temperature = _temperature(t0, temp_decay, t)
-        if noise and temperature > t_min:
+        temp = temperature(t0, temp_decay, t)
+        if noise and temp > t_min:
             sigma = (
-                math.sqrt(temperature + noise_floor)
+                math.sqrt(temp + noise_floor)
                 if noise_scale == "unit"
-                else torch.sqrt(temperature * v_hat.mean() + noise_floor)
+                else torch.sqrt(temp * v_hat.mean() + noise_floor)  # the whole tensor's mean, DTensor too
             )
-            xi = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-            direction = direction + (1 - lam) * sigma * xi
+            direction = direction + (1 - lam) * sigma * draw_noise(v, generator)
 
         if stats is not None:
-            stats += torch.stack(
-                [
-                    lam.sum(dtype=torch.float64),
-                    (lam < _GAS_THRESHOLD).sum().to(torch.float64),
-                    aligned.sum(dtype=torch.float64),
-                    direction.abs().sum(dtype=torch.float64),
-                    torch.full((), temperature * p.numel(), dtype=torch.float64, device=p.device),
-                ]
-            )
+            sums = [
+                lam.sum(dtype=torch.float64),
+                (lam < GAS_THRESHOLD).sum().to(torch.float64),
+                aligned.sum(dtype=torch.float64),
+                direction.abs().sum(dtype=torch.float64),
+            ]
+            whole = torch.full((), temp * p.numel(), dtype=torch.float64, device=stats.device)
+            accumulate(stats, torch.stack([*map(plain, sums), whole]))
         target = p if p.dtype == direction.dtype else p.to(direction.dtype)  # round once, at the end
         if weight_decay != 0:
             target.mul_(1 - lr * weight_decay)
@@ -167,23 +161,19 @@ def _multi_tensor_thermolion(
     noise_scale="grad",
 ) -> None:
     """The same update with ``torch._foreach_*`` kernels, one call per op per bucket. ``steps`` are
-    Python ints, or with ``capturable`` 0-dim tensors on the device (no value is read back then)."""
+    Python ints, or with ``capturable`` 0-dim tensors on the device (no value is read back then);
+    ``lr`` a Python number or a 1-element tensor (read on the device)."""
     if not params:
         return
     capturable = isinstance(steps[0], Tensor)
-    if capturable:  # in float64, as the Python floats of the default path
+    if capturable:  # in float64, as the Python numbers of the default path (bias corrections, temperatures)
         steps = [t.to(torch.float64) for t in steps]
-        temperatures = torch._foreach_pow(temp_decay, steps)
-        torch._foreach_mul_(temperatures, t0)
-    else:
-        temperatures = [_temperature(t0, temp_decay, t) for t in steps]
+    temperatures = _temperatures(steps, t0, temp_decay, capturable)
     # Draw the noise in parameter order first, so that a seeded generator yields the same
     # numbers as the per-tensor path whatever the (device, dtype) bucketing below does.
     # capturable: always draw; a torch.where on T > t_min zeroes it once the noise is over.
     xis = [
-        torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        if noise and (capturable or temp > t_min)
-        else None
+        draw_noise(v, generator) if noise and (capturable or temp > t_min) else None
         for v, temp in zip(exp_avg_sqs, temperatures)
     ]
     buckets: dict[tuple, list[int]] = defaultdict(list)
@@ -191,48 +181,21 @@ def _multi_tensor_thermolion(
         buckets[(p.device, p.dtype)].append(i)
 
     for idx in buckets.values():
-        ps = [params[i] for i in idx]
-        ms = [exp_avgs[i] for i in idx]
-        vs = [exp_avg_sqs[i] for i in idx]
-        ts = [steps[i] for i in idx]
+        ps, ms, vs = [params[i] for i in idx], [exp_avgs[i] for i in idx], [exp_avg_sqs[i] for i in idx]
         temps = [temperatures[i] for i in idx]
-        gs = [grads[i] for i in idx]
-        if maximize:
-            gs = torch._foreach_neg(gs)
-        if gs[0].dtype != ms[0].dtype:
-            gs = [g.to(ms[0].dtype) for g in gs]
-
+        gs = _signed_grads([grads[i] for i in idx], maximize, ms[0].dtype)
         torch._foreach_lerp_(ms, gs, 1 - beta1)
         torch._foreach_mul_(vs, beta2)
         torch._foreach_addcmul_(vs, gs, gs, 1 - beta2)
-        if bias_correction:
-            m_hat = torch._foreach_div(ms, _bias_corrections(beta1, ts))
-            v_hat = torch._foreach_div(vs, _bias_corrections(beta2, ts))
-        else:
-            m_hat, v_hat = ms, vs
-
-        # Few temporaries, updated in place: on the CPU every fresh param-sized buffer costs
-        # page faults that outweigh the arithmetic. m/d == sign(m) * rho, so the deterministic
-        # step is sign(m) * F with F = (1-lam)(1 + A*a) + c*lam*rho (SPEC section 2).
-        d = torch._foreach_sqrt(v_hat)
-        torch._foreach_add_(d, eps)
-        rho = torch._foreach_abs(m_hat)
-        torch._foreach_div_(rho, d)
-        del d
-        lam = torch._foreach_tanh(rho)
+        ts = [steps[i] for i in idx]
+        m_hat = torch._foreach_div(ms, _bias_corrections(beta1, ts)) if bias_correction else ms
+        v_hat = torch._foreach_div(vs, _bias_corrections(beta2, ts)) if bias_correction else vs
+        rho, lam = _snr_and_gate(m_hat, v_hat, eps)
         sign_m = torch._foreach_sign(ms)
-        big_f = torch._foreach_sign(gs)  # sign(g)*sign(m) is 1 exactly where a = 1
-        torch._foreach_mul_(big_f, sign_m)
-        torch._foreach_clamp_min_(big_f, 0.0)
-        sums = _cheap_sums(lam, big_f) if stats is not None else None
-        torch._foreach_mul_(big_f, boost)
-        torch._foreach_add_(big_f, 1.0)
-        torch._foreach_addcmul_(big_f, lam, big_f, value=-1.0)  # (1-lam)(1 + A*a)
-        torch._foreach_addcmul_(big_f, lam, rho, value=scale)  # + c*lam*rho
-        del rho
-        direction = big_f
-        torch._foreach_mul_(direction, sign_m)
-        del sign_m
+        aligned = _alignment(sign_m, gs)
+        sums = _cheap_sums(lam, aligned) if stats is not None else None
+        direction = _deterministic_direction(aligned, sign_m, lam, rho, boost, scale)  # built in aligned's buffers
+        del rho, sign_m
         noisy = [j for j, i in enumerate(idx) if xis[i] is not None]
         if noisy:
             _add_noise(
@@ -240,25 +203,83 @@ def _multi_tensor_thermolion(
             )
         del lam
         if stats is not None:
-            # sum |u|: one foreach reduction instead of an abs pass and a sum (serial float32: ~1e-5 relative)
-            sums.append(torch.stack(torch._foreach_norm(direction, 1)).sum(dtype=torch.float64))
-            weighted = (
-                torch.stack([t * p.numel() for t, p in zip(temps, ps)]).sum(dtype=torch.float64)
-                if capturable
-                # torch.full: the value is a kernel argument, no host-to-device copy (no CUDA sync)
-                else torch.full(
-                    (), sum(t * p.numel() for t, p in zip(temps, ps)), dtype=torch.float64, device=stats.device
-                )
-            )
-            stats += torch.stack([*sums, weighted])
+            _accumulate_stats(stats, sums, direction, temps, ps, capturable)
+        _apply_update(ps, ms[0].dtype, direction, lr, weight_decay)
 
-        # Low-precision params: decay and step in float32 and round once, like the reference.
-        targets = ps if ps[0].dtype == ms[0].dtype else [p.to(ms[0].dtype) for p in ps]
+
+def _temperatures(steps: list, t0: float, temp_decay: float, capturable: bool) -> list:
+    """T per tensor: Python floats, or with capturable float64 0-dim tensors on the device."""
+    if not capturable:
+        return [temperature(t0, temp_decay, t) for t in steps]
+    out = torch._foreach_pow(temp_decay, steps)
+    torch._foreach_mul_(out, t0)
+    return out
+
+
+def _signed_grads(gs: list, maximize: bool, dtype: torch.dtype) -> list:
+    """The gradients to descend along, in the moments' dtype."""
+    if maximize:
+        gs = torch._foreach_neg(gs)
+    return gs if gs[0].dtype == dtype else [g.to(dtype) for g in gs]
+
+
+def _snr_and_gate(m_hat: list, v_hat: list, eps: float) -> tuple[list, list]:
+    """rho = |m| / (sqrt(v) + eps) and lam = tanh(rho). Few temporaries, updated in place: on the CPU
+    every fresh param-sized buffer costs page faults that outweigh the arithmetic."""
+    d = torch._foreach_sqrt(v_hat)
+    torch._foreach_add_(d, eps)
+    rho = torch._foreach_abs(m_hat)
+    torch._foreach_div_(rho, d)
+    return rho, torch._foreach_tanh(rho)
+
+
+def _alignment(sign_m: list, gs: list) -> list:
+    """a = 1 where sign(m) == sign(g) != 0, else 0: sign(g)*sign(m) clamped at 0."""
+    aligned = torch._foreach_sign(gs)
+    torch._foreach_mul_(aligned, sign_m)
+    torch._foreach_clamp_min_(aligned, 0.0)
+    return aligned
+
+
+def _deterministic_direction(aligned: list, sign_m: list, lam: list, rho: list, boost: float, scale: float) -> list:
+    """sign(m) * F with F = (1-lam)(1 + A*a) + c*lam*rho, since m/d == sign(m)*rho (SPEC section 2).
+    Computed in place in ``aligned``'s buffers (one param-sized buffer fewer), which it returns."""
+    f = aligned
+    torch._foreach_mul_(f, boost)
+    torch._foreach_add_(f, 1.0)
+    torch._foreach_addcmul_(f, lam, f, value=-1.0)  # (1-lam)(1 + A*a)
+    torch._foreach_addcmul_(f, lam, rho, value=scale)  # + c*lam*rho
+    torch._foreach_mul_(f, sign_m)
+    return f
+
+
+def _accumulate_stats(stats: Tensor, sums: list, direction: list, temps: list, ps: list, capturable: bool) -> None:
+    # sum |u|: one foreach reduction instead of an abs pass and a sum (serial float32: ~1e-5 relative)
+    sums.append(torch.stack([plain(x) for x in torch._foreach_norm(direction, 1)]).sum(dtype=torch.float64))
+    if capturable:
+        weighted = torch.stack([t * p.numel() for t, p in zip(temps, ps)]).sum(dtype=torch.float64)
+    else:  # torch.full: the value is a kernel argument, no host-to-device copy (no CUDA sync)
+        total = sum(t * p.numel() for t, p in zip(temps, ps))
+        weighted = torch.full((), total, dtype=torch.float64, device=stats.device)
+    accumulate(stats, torch.stack([*sums, weighted]))
+
+
+def _apply_update(ps: list, dtype: torch.dtype, direction: list, lr: Union[float, Tensor], weight_decay: float) -> None:
+    """theta <- theta*(1 - lr*wd) - lr*direction; low-precision params step in float32 and round once,
+    like the reference. A tensor lr is read on the device (a scheduler's new value needs no recapture)."""
+    targets = ps if ps[0].dtype == dtype else [p.to(dtype) for p in ps]
+    if isinstance(lr, Tensor):
+        lr = lr.to(device=direction[0].device, dtype=dtype)
+        if weight_decay != 0:
+            torch._foreach_mul_(targets, 1 - lr * weight_decay)
+        torch._foreach_mul_(direction, lr)
+        torch._foreach_sub_(targets, direction)
+    else:
         if weight_decay != 0:
             torch._foreach_mul_(targets, 1 - lr * weight_decay)
         torch._foreach_add_(targets, direction, alpha=-lr)
-        if targets is not ps:
-            torch._foreach_copy_(ps, targets)
+    if targets is not ps:
+        torch._foreach_copy_(ps, targets)
 
 
 def _bias_corrections(beta: float, steps: list) -> list:
@@ -276,10 +297,11 @@ def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noi
     temps = [temps[j] for j in noisy]
     if noise_scale == "unit":
         variances = temps
-    else:  # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device
+    else:  # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device.
+        # Out of place: a DTensor's norm is a Partial sum, which an in-place op may not redistribute.
         variances = torch._foreach_norm([v_hat[j] for j in noisy], 1)
-        torch._foreach_mul_(variances, [1.0 / v_hat[j].numel() for j in noisy])
-        torch._foreach_mul_(variances, temps)
+        variances = torch._foreach_mul(variances, [1.0 / max(v_hat[j].numel(), 1) for j in noisy])
+        variances = torch._foreach_mul(variances, temps)
     if isinstance(variances[0], Tensor):
         sigmas = torch._foreach_add(variances, noise_floor)
         torch._foreach_sqrt_(sigmas)
@@ -297,7 +319,7 @@ def _cheap_sums(lam: list, aligned: list) -> list:
     float32 ``sum()`` is one vectorised pass with cascade summation (about 1e-7 relative): ~15x faster
     than a float64 sum, and more accurate than ``_foreach_norm``, which accumulates serially."""
     return [
-        torch.stack([x.sum() for x in lam]).sum(dtype=torch.float64),
-        torch.stack([(x < _GAS_THRESHOLD).sum() for x in lam]).sum().to(torch.float64),
-        torch.stack([x.sum() for x in aligned]).sum(dtype=torch.float64),
+        torch.stack([plain(x.sum()) for x in lam]).sum(dtype=torch.float64),
+        torch.stack([plain((x < GAS_THRESHOLD).sum()) for x in lam]).sum().to(torch.float64),
+        torch.stack([plain(x.sum()) for x in aligned]).sum(dtype=torch.float64),
     ]

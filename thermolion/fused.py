@@ -15,8 +15,11 @@ Without it, steps are copied to the device (a few bytes) and no noise is drawn o
 is a second graph, compiled once.
 
 :func:`thermolion.functional.thermolion` picks this path for buckets of at least
-``FUSED_MIN_ELEMENTS`` elements (or with ``fused=True``); if compiling fails it warns once and the step
-falls back to the foreach path, redrawing the same noise.
+``FUSED_MIN_ELEMENTS`` elements (or with ``fused=True``). Every bucket layout (dtype, device, shapes and
+strides, which tensors are noisy, the flags) is a variant; the first step of a new variant backs up every
+bucket of the step, so that if compiling fails anywhere (no C++ compiler, past the recompile limit) the
+whole step is undone, the generator rewound, and the step runs on the foreach path, drawing the same
+noise. That variant stays on foreach from then on (every variant, when none has ever compiled).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .functional import _GAS_THRESHOLD, _multi_tensor_thermolion, _temperature
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, is_dtensor, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
 
@@ -56,10 +59,13 @@ def _fused_bucket(
     maximize: bool,
     with_stats: bool,
     unit_noise: bool,
+    v_means: Optional[Tensor] = None,
 ) -> Optional[Tensor]:
     """Every tensor's whole update; compiled, one pass over p, g, m and v each. ``steps`` (one per
     tensor) and ``lr`` are float64 tensors on the device, so that neither a new step nor a scheduled lr
-    recompiles. Returns the bucket's 5 diagnostic sums (lam, gas, aligned, |u|, T*numel), or None."""
+    recompiles. ``v_means``: each tensor's mean(v) after this step's update where it is computed
+    outside (the local shards of DTensors), else None (computed here). Returns the bucket's 5
+    diagnostic sums (lam, gas, aligned, |u|, T*numel), or None."""
     sums = []
     for i, (p, g, m, v, xi) in enumerate(zip(ps, gs, ms, vs, xis)):
         t, lr_t = steps[i], lr.to(m.dtype)  # float32 scalars for float32 state: no float64 arithmetic per element
@@ -77,7 +83,8 @@ def _fused_bucket(
         temperature64 = t0 * temp_decay**t
         temperature = temperature64.to(m.dtype)
         if xi is not None:
-            variance = temperature if unit_noise else temperature * v_hat.mean()
+            mean_v = v_hat.mean() if v_means is None else (v_means[i] / bc2).to(m.dtype)
+            variance = temperature if unit_noise else temperature * mean_v
             sigma = torch.where(temperature > t_min, (variance + noise_floor) ** 0.5, 0.0)  # on the device
             direction = direction + (1 - lam) * sigma * xi
         p.copy_(p.to(m.dtype) * (1 - lr_t * weight_decay) - lr_t * direction)
@@ -86,7 +93,7 @@ def _fused_bucket(
                 torch.stack(
                     [
                         lam.sum(dtype=torch.float64),
-                        (lam < _GAS_THRESHOLD).sum().to(torch.float64),
+                        (lam < GAS_THRESHOLD).sum().to(torch.float64),
                         aligned.sum(dtype=torch.float64),
                         direction.abs().sum(dtype=torch.float64),
                         temperature64 * p.numel(),
@@ -99,6 +106,7 @@ def _fused_bucket(
 RECOMPILE_LIMIT = 64  # graphs of the bucket function per process (layouts x variants)
 _COMPILED: dict[str, Optional[Callable]] = {}
 _VERIFIED: set = set()  # bucket variants that have run once without failing
+_FAILED: set = set()  # bucket variants whose compile failed: foreach from then on
 
 
 def fused_kernel() -> Optional[Callable]:
@@ -125,77 +133,126 @@ def _scalars(steps: list, device: torch.device) -> Tensor:
     return torch.stack([torch.full((), float(t), dtype=torch.float64, device=device) for t in steps])
 
 
-def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> None:
+def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bool:
     """The update as one compiled call per (device, dtype) bucket; noise drawn eagerly, in parameter order.
 
     ``hyper``: the keyword hyperparameters of :func:`thermolion.functional.thermolion`. ``steps`` are
-    Python ints, or 0-dim tensors on the device with ``capturable``.
+    Python ints, or 0-dim tensors on the device with ``capturable``. Returns False, having changed
+    nothing (tensors and generator as they were), when the step must run on the foreach path instead.
     """
     h = SimpleNamespace(**hyper)
     generator, stats = h.generator, h.stats
     kernel = fused_kernel()
-    if kernel is None:
-        return _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
+    sharded = bool(params) and is_dtensor(params[0])
+    if kernel is None or (sharded and params[0].device_mesh.ndim != 1):
+        return False  # DTensors on a mesh of several dimensions (HSDP, 2-D parallelism) run on foreach
     capturable = bool(steps) and isinstance(steps[0], Tensor)
     generator_state = generator.get_state() if generator is not None and h.noise else None
     # capturable: always draw, and let the gate inside the graph zero the noise once T <= t_min
     xis = [
-        torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        if h.noise and (capturable or _temperature(h.t0, h.temp_decay, t) > h.t_min)
-        else None
+        draw_noise(v, generator) if h.noise and (capturable or temperature(h.t0, h.temp_decay, t) > h.t_min) else None
         for v, t in zip(exp_avg_sqs, steps)
     ]
     buckets: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
         buckets.setdefault((p.device, p.dtype), []).append(i)
-    for n, idx in enumerate(buckets.values()):
-        f64 = dict(dtype=torch.float64, device=params[idx[0]].device)
-
-        def pick(xs, idx=idx):  # one bucket's slice of a per-tensor list
-            return [xs[i] for i in idx]
-
-        ps, ms, vs = pick(params), pick(exp_avgs), pick(exp_avg_sqs)
-        variant = (ps[0].dtype, ps[0].device.type, tuple(x is None for x in pick(xis)), h.maximize, stats is not None)
-        # A variant's first call compiles it; if that fails, Dynamo may already have run some of the
-        # in-place updates eagerly, so keep the first bucket to restore before falling back.
-        backup = [[t.clone() for t in ts] for ts in (ps, ms, vs)] if n == 0 and variant not in _VERIFIED else None
+    if sharded:  # the kernel runs on each rank's shards; what needs the whole tensor is reduced outside it
+        group = params[0].device_mesh.get_group()
+        h.v_means = _global_v_means(grads, exp_avg_sqs, h.beta2, group) if h.noise and h.noise_scale == "grad" else None
+        params, grads, exp_avgs, exp_avg_sqs = (
+            [t.to_local() for t in ts] for ts in (params, grads, exp_avgs, exp_avg_sqs)
+        )
+        xis = [x.to_local() if x is not None else None for x in xis]
+    else:
+        group, h.v_means = None, None
+    variants = [_variant(params, xis, idx, h.maximize, stats is not None) for idx in buckets.values()]
+    if _FAILED.intersection(variants):
+        return _rewound(generator, generator_state)
+    # A variant's first call compiles it; if that fails, Dynamo may already have run some of the in-place
+    # updates eagerly, and earlier buckets of the step are done: keep every bucket to restore.
+    live = [t for idx in buckets.values() for i in idx for t in (params[i], exp_avgs[i], exp_avg_sqs[i])]
+    backup = [t.clone() for t in live] if not _VERIFIED.issuperset(variants) else None
+    sums = []
+    for idx, variant in zip(buckets.values(), variants):
         try:
-            # Every model layout and variant is a graph of this one function: a process with several
-            # models (an in-process sweep, a benchmark) needs more than Dynamo's default 8.
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-                sums = kernel(
-                    ps,
-                    pick(grads),
-                    ms,
-                    vs,
-                    pick(xis),
-                    _scalars(pick(steps), ps[0].device),
-                    h.lr.to(ps[0].device, torch.float64) if torch.is_tensor(h.lr) else torch.full((), h.lr, **f64),
-                    h.beta1,
-                    h.beta2,
-                    h.eps,
-                    h.weight_decay,
-                    h.boost,
-                    h.scale,
-                    h.t0,
-                    h.temp_decay,
-                    h.t_min,
-                    h.noise_floor,
-                    h.bias_correction,
-                    h.maximize,
-                    stats is not None,
-                    h.noise_scale == "unit",
-                )
+            sums.append(_run_bucket(kernel, idx, params, grads, exp_avgs, exp_avg_sqs, xis, steps, h))
         except Exception as err:  # noqa: BLE001 - e.g. no working C++ compiler for Inductor
-            if backup is None:  # some tensors were already updated: no silent half-step
+            if backup is None:  # a verified graph failing at run time: a real error, not a compile problem
                 raise RuntimeError(f"ThermoLion's fused path failed midway: {err}; use fused=False") from err
+            for t, saved in zip(live, backup):  # per tensor: DTensor has no foreach copy
+                t.copy_(saved)
+            _FAILED.add(variant)
+            if not _VERIFIED:  # nothing ever compiled in this process: the compiler itself is missing
+                _COMPILED["kernel"] = None
             warnings.warn(f"ThermoLion: the fused path failed to compile ({err}); using foreach", stacklevel=3)
-            _COMPILED["kernel"] = None
-            for live, saved in zip((ps, ms, vs), backup):
-                torch._foreach_copy_(live, saved)
-            if generator_state is not None:
-                generator.set_state(generator_state)  # redraw the same noise on the foreach path
-            return _multi_tensor_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper)
-        _VERIFIED.add(variant)
-        if sums is not None:
-            stats += sums
+            return _rewound(generator, generator_state)
+    _VERIFIED.update(variants)
+    for bucket_sums in sums:
+        if bucket_sums is not None:
+            if group is not None:  # the shards' sums, summed over the ranks
+                torch.distributed.all_reduce(bucket_sums, group=group)
+            accumulate(stats, bucket_sums)
+    return True
+
+
+def _global_v_means(grads: list, exp_avg_sqs: list, beta2: float, group) -> Tensor:
+    """mean(v) of every whole tensor after this step's update, from the shards before it (one all-reduce):
+    sum(v_new) = beta2*sum(v) + (1-beta2)*sum(g^2), over every rank's shard; float64 on the device."""
+    local = [(v.to_local(), g.to_local()) for v, g in zip(exp_avg_sqs, grads)]
+    sums = torch.stack(
+        [
+            beta2 * v.sum(dtype=torch.float64) + (1 - beta2) * g.to(v.dtype).square().sum(dtype=torch.float64)
+            for v, g in local
+        ]
+    )
+    torch.distributed.all_reduce(sums, group=group)
+    return sums / torch.tensor([v.numel() for v in exp_avg_sqs], dtype=torch.float64, device=sums.device)
+
+
+def _variant(params, xis, idx, maximize: bool, with_stats: bool) -> tuple:
+    """What makes a graph of the bucket function: dtype, device, every tensor's shape and strides, which
+    tensors are noisy, and the flags."""
+    ps = [params[i] for i in idx]
+    layout = tuple((tuple(p.shape), tuple(p.stride())) for p in ps)
+    return (ps[0].dtype, str(ps[0].device), layout, tuple(xis[i] is None for i in idx), maximize, with_stats)
+
+
+def _rewound(generator, state) -> bool:
+    if state is not None:
+        generator.set_state(state)  # the foreach path redraws the same noise
+    return False
+
+
+def _run_bucket(kernel, idx, params, grads, exp_avgs, exp_avg_sqs, xis, steps, h) -> Optional[Tensor]:
+    def pick(xs):  # the bucket's slice of a per-tensor list
+        return [xs[i] for i in idx]
+
+    ps = pick(params)
+    f64 = dict(dtype=torch.float64, device=ps[0].device)
+    # Every model layout and variant is a graph of this one function: a process with several
+    # models (an in-process sweep, a benchmark) needs more than Dynamo's default 8.
+    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        return kernel(
+            ps,
+            pick(grads),
+            pick(exp_avgs),
+            pick(exp_avg_sqs),
+            pick(xis),
+            _scalars(pick(steps), ps[0].device),
+            h.lr.to(ps[0].device, torch.float64) if torch.is_tensor(h.lr) else torch.full((), h.lr, **f64),
+            h.beta1,
+            h.beta2,
+            h.eps,
+            h.weight_decay,
+            h.boost,
+            h.scale,
+            h.t0,
+            h.temp_decay,
+            h.t_min,
+            h.noise_floor,
+            h.bias_correction,
+            h.maximize,
+            h.stats is not None,
+            h.noise_scale == "unit",
+            None if h.v_means is None else pick(h.v_means),
+        )

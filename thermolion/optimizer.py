@@ -7,9 +7,10 @@ foreach path) and :mod:`thermolion.fused` (a compiled one-kernel path), with one
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -47,7 +48,10 @@ class ThermoLion(Optimizer):
 
     Args:
         params: iterable of parameters or param groups.
-        lr: learning rate (default 1e-3).
+        lr: learning rate (default 1e-3): a number, or a 1-element tensor where torch.optim takes one
+            (the for-loop path, ``capturable``, ``fused``; not ``foreach=True`` without ``capturable``).
+            The foreach and fused paths read a tensor lr on the device, so a scheduler's ``fill_`` takes
+            effect in a captured or compiled step without a new capture.
         betas: EMA coefficients of the gradient and its square (default (0.9, 0.99)).
         eps: added to sqrt(v) (default 1e-8).
         weight_decay: decoupled weight decay, applied as ``theta *= 1 - lr*wd`` (default 0.01).
@@ -69,14 +73,24 @@ class ThermoLion(Optimizer):
         foreach: ``False`` selects the per-tensor reference path (slow; for testing).
         fused: ``True`` always uses the compiled one-kernel path, ``False`` never, ``None`` (default)
             uses it for buckets of at least ``FUSED_MIN_ELEMENTS`` elements and foreach below.
-        generator: ``torch.Generator`` for the noise (on the parameters' device). By default
-            (None) the optimizer owns one, made on the parameters' device when the optimizer is
-            built and seeded from torch's global RNG then (so ``torch.manual_seed`` controls it); if
-            the parameters move device before the first step, it is remade there from the same
-            seed. Either way its state is saved
-            in :meth:`state_dict`, so a resumed or loaded optimizer draws the same noise. The
-            author's code draws from the global RNG instead: with the noise on, the two agree in
-            distribution, not draw for draw (noise off, they agree exactly).
+            ``foreach=True`` with ``fused=True`` is refused, as torch.optim refuses it.
+        generator: ``torch.Generator`` for the noise, on the parameters' device. By default (None)
+            the optimizer owns one generator per device, made at the first step on that device (so
+            the optimizer builds on ``meta`` parameters, and building it draws nothing from torch's
+            global RNG). Their seed is ``seed`` when given, else ``torch.initial_seed()`` (what
+            ``torch.manual_seed`` set; read, never drawn), mixed with the device's name, so that
+            two devices draw different noise. When ``torch.distributed`` is initialised, the first
+            step broadcasts rank 0's seed (one collective, once, in ``process_group``), so that DDP
+            replicas seeded ``seed + rank`` still draw identical noise and stay identical. An
+            explicit generator is the caller's: nothing is broadcast. Either way the generators'
+            states are saved in :meth:`state_dict`, so a resumed or loaded optimizer draws the same
+            noise. The author's code draws from the global RNG instead: with the noise on, the two
+            agree in distribution, not draw for draw (noise off, they agree exactly).
+        seed: the owned generators' seed (default None: ``torch.initial_seed()``); not with ``generator``.
+        process_group: the group whose rank 0's seed the owned generators take (default None: the
+            default group). The broadcast is a collective inside the first ``step()``: every rank
+            of the group must step this optimizer (with pipeline stages, or ranks that build other
+            optimizers, give the group of the ranks that do, or pass ``generator``/``seed``).
         track_stats: accumulate phase diagnostics on the device; :meth:`read_stats` returns their
             averages since the last read.
         stats_every: with ``track_stats``, accumulate them on every ``stats_every``-th step only
@@ -115,11 +129,13 @@ class ThermoLion(Optimizer):
         foreach: Optional[bool] = None,
         fused: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        process_group=None,
         track_stats: bool = False,
         stats_every: int = 1,
         capturable: bool = False,
     ):
-        _check_finite_at_least("lr", lr, 0.0)
+        _check_lr(lr, foreach, capturable)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
@@ -143,12 +159,16 @@ class ThermoLion(Optimizer):
             _check_finite_at_least(name, value, 0.0)
         if foreach is False and fused:
             raise ValueError("foreach=False (the per-tensor reference) and fused=True exclude each other")
+        if foreach and fused:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         if noise_scale not in NOISE_SCALES:
             raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
         if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
             raise ValueError(f"stats_every must be an integer >= 1 (1: every step), got {stats_every!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)}")
+        if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer, and only without generator; got seed={seed!r}")
 
         defaults = dict(
             lr=lr,
@@ -171,11 +191,11 @@ class ThermoLion(Optimizer):
         )
         super().__init__(params, defaults)
         refuse_complex(self)
-        self.generator = generator
-        self._generator_seed = None  # set when the optimizer owns its generator
-        if generator is None:  # seeded from the global RNG now: no read-back inside step()
-            self._generator_seed = int(torch.randint(2**62, ()).item())
-            self.generator = torch.Generator(device=self._params_device()).manual_seed(self._generator_seed)
+        self.generator = generator  # the caller's, or None: the optimizer owns one per device
+        self._generators: dict[str, torch.Generator] = {}  # owned, by device, made at its first step
+        self._pending_states: dict[str, Tensor] = {}  # loaded states of owned generators not made yet
+        self._seed, self._seed_synced = seed, False
+        self._process_group = process_group
         self.track_stats = track_stats
         self.stats_every = stats_every
         self._stat_calls = 0  # steps since construction: which ones stats_every samples
@@ -211,7 +231,10 @@ class ThermoLion(Optimizer):
         state = super().__getstate__()
         for key in (
             "generator",
-            "_generator_seed",
+            "_generators",
+            "_pending_states",
+            "_seed",
+            "_seed_synced",
             "track_stats",
             "stats_every",
             "_stat_calls",
@@ -228,33 +251,79 @@ class ThermoLion(Optimizer):
             group.setdefault("capturable", False)
         self.__dict__.setdefault("stats_every", 1)
         self.__dict__.setdefault("_stat_calls", 0)
+        for key, default in (("_generators", {}), ("_pending_states", {}), ("_seed", None), ("_seed_synced", False)):
+            self.__dict__.setdefault(key, default)
+        self.__dict__.setdefault("_process_group", None)  # not pickled: a copy uses the default group
 
+    # ---------------------------------------------------------------- noise generators
     def _noise_generator(self, device: torch.device) -> torch.Generator:
-        """The noise generator; an owned one follows parameters moved to another device before use."""
-        if self._generator_seed is not None and self.generator.device != device:
-            self.generator = torch.Generator(device=device).manual_seed(self._generator_seed)
-        return self.generator
+        """The caller's generator, or the owned one of ``device`` (made, and seeded, at its first use)."""
+        if self.generator is not None:
+            if torch.device(self.generator.device) != device:
+                raise ValueError(
+                    f"generator is on {self.generator.device} but parameters are on {device}: pass a "
+                    "generator on the parameters' device, or none (the optimizer then owns one per device)"
+                )
+            return self.generator
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device).manual_seed(_device_seed(self._owned_seed(), key))
+            state = self._pending_states.pop(key, self._pending_states.pop("*", None))
+            if state is not None:
+                gen.set_state(state)
+            self._generators[key] = gen
+        return gen
+
+    def _owned_seed(self) -> int:
+        """The owned generators' seed: ``seed`` or ``torch.initial_seed()``, rank 0's under torch.distributed."""
+        if not self._seed_synced:
+            seed = self._seed if self._seed is not None else torch.initial_seed()
+            self._seed, self._seed_synced = _seed_of_rank0(seed, self._process_group), True
+        return self._seed
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
         if self.generator is not None:
             sd["generator_state"] = self.generator.get_state()
+        else:
+            states = {key: g.get_state() for key, g in self._generators.items()}
+            sd["generator_states"] = {**self._pending_states, **states}
+            if self._seed_synced:
+                sd["generator_seed"] = self._seed
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Also restores the noise generators; a state saved before per-device generators (one
+        ``generator_state``) restores the caller's generator, or the first owned one made."""
         state_dict = dict(state_dict)
-        generator_state = state_dict.pop("generator_state", None)
+        single = state_dict.pop("generator_state", None)
+        states = dict(state_dict.pop("generator_states", {}))
+        seed = state_dict.pop("generator_seed", None)
         super().load_state_dict(state_dict)
-        if generator_state is not None and self.generator is not None:
-            self.generator.set_state(generator_state)
-
-    def _params_device(self) -> torch.device:
-        return next(p.device for g in self.param_groups for p in g["params"])
+        if self.generator is not None:
+            if single is not None:
+                self.generator.set_state(single)
+            return
+        if single is not None:
+            states.setdefault("*", single)
+        if seed is not None:
+            self._seed, self._seed_synced = int(seed), True
+        for key, state in states.items():
+            if key in self._generators:
+                self._generators[key].set_state(state)
+            else:
+                self._pending_states[key] = state
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+        if group["foreach"] and torch.is_tensor(group["lr"]) and not group["capturable"]:
+            raise RuntimeError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        # torch.optim's convention: the step is a float32 tensor, on the device with capturable or fused
+        # (read there, no sync), else on the CPU (read back to a Python int for free)
+        on_device = group["capturable"] or group["fused"] is True
         for p in group["params"]:
-            if p.grad is None:
-                continue  # no gradient: no update and the temperature does not advance
+            if p.grad is None or p.numel() == 0:
+                continue  # no gradient (or no element): no update and the temperature does not advance
             if p.grad.is_sparse:
                 raise RuntimeError(
                     "ThermoLion does not support sparse gradients; use dense gradients "
@@ -263,28 +332,26 @@ class ThermoLion(Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 state_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-                # capturable: a device tensor, as torch.optim keeps it (float32, so that pow is exact
-                # up to 2**24 steps)
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device) if group["capturable"] else 0
+                state["step"] = 0.0  # float32, so that pow is exact up to 2**24 steps (below)
                 state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
-            if group["capturable"]:
-                state["step"] = _as_step_tensor(state["step"], p.device)
-                state["step"].add_(1)
-            else:
-                state["step"] = int(state["step"]) + 1  # a state saved by a capturable optimizer reads back
+            # an int step (a state saved by an older version) or one saved on another device reads back
+            state["step"] = _as_step_tensor(state["step"], p.device if on_device else torch.device("cpu"))
+            state["step"].add_(1)
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
-            steps.append(state["step"])
+            steps.append(state["step"] if on_device else int(state["step"]))
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
         loss = evaluate_closure(closure)
-        sample = self.track_stats and self._stat_calls % self.stats_every == 0
-        self._stat_calls += 1
+        sample = False
+        if self.track_stats:  # a Python counter only then: a compiled step would specialise on it
+            sample = self._stat_calls % self.stats_every == 0
+            self._stat_calls += 1
 
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
@@ -315,7 +382,7 @@ class ThermoLion(Optimizer):
                 noise=group["noise"],
                 noise_scale=group["noise_scale"],
                 maximize=group["maximize"],
-                generator=self._noise_generator(params[0].device),
+                generator=self._noise_generator(params[0].device) if group["noise"] else None,
                 stats=self._stats if sample else None,
                 foreach=group["foreach"],
                 fused=group["fused"],
@@ -345,10 +412,43 @@ def _restore_float32_moments(optimizer: ThermoLion) -> None:
 
 
 def _as_step_tensor(step, device: torch.device) -> Tensor:
-    """A step count as capturable keeps it: a float32 0-dim tensor on the parameter's device."""
+    """A step count as torch.optim keeps it: a float32 0-dim tensor (on the parameter's device for
+    capturable or fused, else on the CPU)."""
     if isinstance(step, Tensor) and step.device == device and step.dtype == torch.float32:
         return step
     return torch.as_tensor(float(step), dtype=torch.float32, device=device)
+
+
+def _check_lr(lr: Union[float, Tensor], foreach: Optional[bool], capturable: bool) -> None:
+    """torch.optim's rules and messages: a tensor lr has one element, and is refused on the foreach path
+    without capturable (its Python-number arguments would freeze it)."""
+    if isinstance(lr, Tensor):
+        if foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        value = float(lr.detach().cpu()) if lr.device.type != "meta" else 0.0
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"lr must be a finite number >= 0.0, got {value}")
+        return
+    _check_finite_at_least("lr", lr, 0.0)
+
+
+def _device_seed(seed: int, device: str) -> int:
+    """One generator seed per device from the optimizer's seed, so that devices draw different noise."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{device}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _seed_of_rank0(seed: int, process_group) -> int:
+    """``seed`` as rank 0 of ``process_group`` has it (one broadcast), or as given outside torch.distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(process_group) == 1:
+        return seed
+    box = [seed]
+    src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
+    dist.broadcast_object_list(box, src=src, group=process_group)
+    return int(box[0])
 
 
 def _check_finite_at_least(name: str, value, low: float) -> None:
