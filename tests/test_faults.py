@@ -30,6 +30,8 @@ from .test_report import fake_run
 def test_checkpoint_rng_and_generator_states_load_as_cpu_tensors_whatever_the_device(tmp_path):
     cfg = config(tmp_path, "thermolion")
     opt = ThermoLion([torch.nn.Parameter(torch.zeros(3))])
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()  # the owned generator is made at the first step
     identity = {
         "fingerprint": cfg.fingerprint(),
         "code_version": code_version(),
@@ -42,7 +44,7 @@ def test_checkpoint_rng_and_generator_states_load_as_cpu_tensors_whatever_the_de
     # "meta" stands in for a CUDA device: whatever the run's device, set_rng_state and
     # Generator.set_state need CPU byte tensors.
     ckpt = T._load_checkpoint(path, cfg, identity)
-    assert ckpt["rng_cpu"].device.type == "cpu" and ckpt["optimizer"]["generator_state"].device.type == "cpu"
+    assert ckpt["rng_cpu"].device.type == "cpu" and ckpt["optimizer"]["generator_states"]["cpu"].device.type == "cpu"
     torch.set_rng_state(ckpt["rng_cpu"])
     ThermoLion([torch.nn.Parameter(torch.zeros(3))]).load_state_dict(ckpt["optimizer"])
 

@@ -268,3 +268,31 @@ def test_each_rival_has_a_space_holding_its_defaults_whose_trials_build(name):
     for trial in (1, 2, 3):
         kwargs = apply_values(dict(defaults), trial_values(space, name, trial))
         build_optimizer(name, model, **kwargs)
+
+
+def test_muons_float32_newton_schulz_is_confined_to_its_step():
+    from timm.optim import muon
+
+    original, seen = muon.zeropower_via_newtonschulz, []
+
+    def spy(G, *args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return original(G, *args, **kwargs)
+
+    muon.zeropower_via_newtonschulz = spy
+    try:
+        model = build_model(ModelConfig("convnet", width=4), 1, 10, 8)
+        opt = build_optimizer("muon", model)
+        assert muon.zeropower_via_newtonschulz is spy  # building changes nothing of timm's
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        assert seen and set(seen) == {torch.float32}  # on the CPU, during the step
+        assert muon.zeropower_via_newtonschulz is spy  # and put back after it
+        seen.clear()
+        plain = muon.Muon([torch.nn.Parameter(torch.ones(4, 4))])  # timm's own class: its own dtype
+        plain.param_groups[0]["params"][0].grad = torch.ones(4, 4)
+        plain.step()
+        assert seen == [None]
+    finally:
+        muon.zeropower_via_newtonschulz = original

@@ -169,7 +169,10 @@ def test_a_new_layout_that_fails_to_compile_in_a_later_bucket_undoes_the_whole_s
 
     def run(**kw):
         gen = torch.Generator().manual_seed(1)
-        ps = [torch.nn.Parameter(torch.randn(6, 5, generator=gen)), torch.nn.Parameter(torch.randn(7, generator=gen).double())]
+        ps = [
+            torch.nn.Parameter(torch.randn(6, 5, generator=gen)),
+            torch.nn.Parameter(torch.randn(7, generator=gen).double()),
+        ]
         opt = ThermoLion(ps, generator=torch.Generator().manual_seed(2), **kw)
         for _ in range(3):
             for p in ps:

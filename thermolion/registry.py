@@ -7,6 +7,8 @@ where names, defaults, overrides and the param-group policy meet.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -52,25 +54,44 @@ def _muon(params, fallback_lr: float = 1e-3, **kwargs):
     """timm's Muon: Newton-Schulz-orthogonalised momentum for the groups ``param_groups(..., muon=True)``
     routes to it, and its built-in AdamW for those flagged ``use_fallback``, in one torch.optim.Optimizer
     (one state dict, one lr for the schedulers). ``fallback_lr`` is the AdamW part's lr."""
+    lr = kwargs.pop("lr", 0.02)
+    return _muon_class()(params, lr=lr, fallback_lr_scale=fallback_lr / lr, **kwargs)
+
+
+@functools.cache
+def _muon_class() -> type:
     from timm.optim import muon  # lazily: importing timm takes seconds
 
-    if not getattr(muon.zeropower_via_newtonschulz, "dtype_by_device", False):
-        muon.zeropower_via_newtonschulz = _newton_schulz_dtype_by_device(muon.zeropower_via_newtonschulz)
-    lr = kwargs.pop("lr", 0.02)
-    return muon.Muon(params, lr=lr, fallback_lr_scale=fallback_lr / lr, **kwargs)
+    class Muon(muon.Muon):
+        """timm's Muon, whose Newton-Schulz iteration runs in float32 on the CPU, during its own step only.
+
+        timm runs it in bfloat16, as published, for GPUs. A CPU without bf16 units runs those GEMMs
+        ~70x slower than float32 (5 iterations at 256x4096: 11 s vs 0.16 s on the project's machine).
+        timm's Muon takes no dtype, so the step swaps timm's module-level function for the step's
+        duration and puts it back, also on an exception: outside ``step()`` timm is unchanged. (Another
+        thread running timm's Muon at the same moment would see the swap.) On CUDA it stays bfloat16.
+        """
+
+        def step(self, closure=None):
+            with _newton_schulz_dtype_by_device(muon):
+                return super().step(closure)
+
+    return Muon
 
 
-def _newton_schulz_dtype_by_device(newton_schulz):
-    """timm runs the Newton-Schulz iteration in bfloat16, as published, for GPUs. A CPU without bf16
-    units runs those GEMMs ~70x slower than float32 (5 iterations at 256x4096: 11 s vs 0.16 s on
-    the project's machine), so there it runs in float32; on CUDA it stays bfloat16."""
+@contextlib.contextmanager
+def _newton_schulz_dtype_by_device(module):
+    original = module.zeropower_via_newtonschulz
 
     def by_device(G, *args, **kwargs):
         kwargs.setdefault("dtype", torch.bfloat16 if G.is_cuda else torch.float32)
-        return newton_schulz(G, *args, **kwargs)
+        return original(G, *args, **kwargs)
 
-    by_device.dtype_by_device = True
-    return by_device
+    module.zeropower_via_newtonschulz = by_device
+    try:
+        yield
+    finally:
+        module.zeropower_via_newtonschulz = original
 
 
 def _lookahead(params, k: int = 5, alpha: float = 0.5, late_snapshot: bool = True, **adam_kwargs):

@@ -1,9 +1,12 @@
 """Writes thermolion_0.1_state.pt: run once with the optimizer as of commit 1408b5f (version 0.1.0, before
 per-device generators and tensor steps), from the checkout root: python tests/data/make_thermolion_0.1_state.py"""
+
 import copy
 
 import torch
+
 from thermolion import ThermoLion
+
 gen = torch.Generator().manual_seed(5)
 out = {}
 for name, kw in (("owned", {}), ("capturable", {"capturable": True, "generator": torch.Generator().manual_seed(3)})):
@@ -13,12 +16,17 @@ for name, kw in (("owned", {}), ("capturable", {"capturable": True, "generator":
     opt = ThermoLion(model.parameters(), **kw)
     grads = [[torch.randn(p.shape, generator=gen) for p in model.parameters()] for _ in range(5)]
     for g in grads[:3]:
-        for p, gi in zip(model.parameters(), g): p.grad = gi.clone()
+        for p, gi in zip(model.parameters(), g):
+            p.grad = gi.clone()
         opt.step()
-    saved = {"model": {k: v.clone() for k, v in model.state_dict().items()}, "optimizer": copy.deepcopy(opt.state_dict())}
+    saved = {
+        "model": {k: v.clone() for k, v in model.state_dict().items()},
+        "optimizer": copy.deepcopy(opt.state_dict()),  # the live state moves on with the next steps
+    }
     for g in grads[3:]:
-        for p, gi in zip(model.parameters(), g): p.grad = gi.clone()
+        for p, gi in zip(model.parameters(), g):
+            p.grad = gi.clone()
         opt.step()
-    out[name] = {"start": start, "saved": saved, "grads": grads, "final": {k: v.clone() for k, v in model.state_dict().items()}}
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    out[name] = {"start": start, "saved": saved, "grads": grads, "final": final}
 torch.save(out, "tests/data/thermolion_0.1_state.pt")
-print({k: type(v["saved"]["optimizer"]["state"][0]["step"]) for k, v in out.items()}, list(out["owned"]["saved"]["optimizer"]))
