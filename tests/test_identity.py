@@ -8,7 +8,6 @@ and the edits that must not make finished runs stale (a progress default, an err
 import dataclasses
 import hashlib
 import inspect
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from runners.train.settings import DataConfig, TrainerConfig
 from thermolion import OPTIMIZERS
 
 from .test_harness import ROOT, config, read_metrics
+from .test_reliability import copied_checkout
 
 TIMING = ("train_time_s", "epoch_time_s", "step_time_ms")
 
@@ -222,11 +222,7 @@ def test_a_checkpoint_from_other_package_versions_is_not_resumed(tmp_path, monke
 
 # ------------------------------------------------------------------ what is hashed, and what is not
 def test_a_progress_default_or_an_error_message_edit_leaves_the_code_version_and_the_data_cache(tmp_path):
-    copy = tmp_path / "checkout"
-    for folder in ("thermolion", "models", "runners"):
-        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    identity.code_version.cache_clear()
-    base = identity.code_version(root=copy)
+    copy, base = copied_checkout(tmp_path)
     edits = [
         ("runners/options.py", 'progress: str = "auto"', 'progress: str = "off"'),
         ("runners/datafiles.py", "could not be downloaded", "could not be fetched"),

@@ -145,12 +145,17 @@ def test_code_version_covers_the_numeric_sources_only():
     assert not {n for n in names if not n.startswith(identity.NUMERIC_DIRS)}
 
 
-def test_a_comment_in_any_numeric_file_changes_the_version_and_one_in_the_report_does_not(tmp_path):
+def copied_checkout(tmp_path) -> tuple:
+    """(a copy of the code's folders, its code version): to edit files without touching the checkout."""
     copy = tmp_path / "checkout"
     for folder in ("thermolion", "models", "runners"):
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
     identity.code_version.cache_clear()
-    base = identity.code_version(root=copy)
+    return copy, identity.code_version(root=copy)
+
+
+def test_a_comment_in_any_numeric_file_changes_the_version_and_one_in_the_report_does_not(tmp_path):
+    copy, base = copied_checkout(tmp_path)
     assert base == identity.code_version()  # the copy hashes as the checkout does
     numeric = identity.code_files(copy)
     assert len(numeric) >= 15
