@@ -11,7 +11,9 @@ settings are the run's fingerprint and folder (``RunConfig.result_settings``). H
   numpy for every run, the package a registered optimizer comes from (its registry entry says
   which), a dataset's own reader, and a plug-in's top-level package (its version, or a hash of its
   source where it has none). run.json records them as ``packages``.
-* the device type (cpu or cuda) the run trained on.
+* the device type (cpu or cuda) the run trained on, and on the CPU torch's thread count: CPU
+  reductions split their work by thread, so the count changes the last bits (measured: ThermoLion's
+  mean(v) on the paper's ConvNet, and resnet18's backward, differ between 1 and 2 threads).
 
 ``stale_reasons`` compares what a finished run recorded with what would run now, naming each
 difference; a run with any is stale.
@@ -104,9 +106,15 @@ def versions(packages: Iterable[str]) -> dict[str, str]:
     return {p: installed(p) for p in sorted({*BASE_PACKAGES, *packages})}
 
 
-def stale_reasons(info: dict, code: str, device_type: Optional[str] = None, expected: Iterable[str] = ()) -> list[str]:
+def stale_reasons(
+    info: dict,
+    code: str,
+    device_type: Optional[str] = None,
+    expected: Iterable[str] = (),
+    threads: Optional[int] = None,
+) -> list[str]:
     """Why a finished run (its run.json, ``info``) would not give the same numbers now: one phrase per
-    difference in code, package versions and device type; empty when it would.
+    difference in code, package versions, device type and, on the CPU, thread count; empty when it would.
 
     ``expected`` names packages the run needs now (a relaunch knows them from its config); a recorded
     package is compared whether expected or not, so reading folders needs no config."""
@@ -122,7 +130,10 @@ def stale_reasons(info: dict, code: str, device_type: Optional[str] = None, expe
         was, now = recorded.get(package, "unrecorded"), installed(package)
         if was != now:
             reasons.append(f"{package} {was}, now {now}")
-    was_device = (info.get("environment") or {}).get("device_type")
+    env = info.get("environment") or {}
+    was_device, was_threads = env.get("device_type"), env.get("torch_threads")
     if device_type is not None and was_device is not None and was_device != device_type:
         reasons.append(f"device {was_device}, now {device_type}")
+    elif device_type == "cpu" and None not in (threads, was_threads) and threads != was_threads:
+        reasons.append(f"{was_threads} CPU threads, now {threads}")
     return reasons

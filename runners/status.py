@@ -45,10 +45,12 @@ def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
 
 def current_identity():
     """``info -> reasons``: why a finished run (its run.json) would not give the same numbers if run now."""
+    import torch
+
     from .identity import code_version, stale_reasons
     from .train.build import pick_device
 
-    code = code_version()
+    code, threads = code_version(), torch.get_num_threads()
 
     def reasons(info: dict) -> list[str]:
         configured = str((info.get("config") or {}).get("trainer", {}).get("device", "auto"))
@@ -56,7 +58,7 @@ def current_identity():
             device = pick_device(configured).type
         except RuntimeError:  # a device string this torch cannot parse: nothing to compare
             device = None
-        return stale_reasons(info, code, device)
+        return stale_reasons(info, code, device, threads=threads)
 
     return reasons
 

@@ -263,3 +263,21 @@ def test_run_json_carries_its_schema_and_the_identity(tmp_path):
     assert info["packages"] == RunConfig.packages(config(tmp_path, "thermolion")) and info["environment"][
         "device_type"
     ] in ("cpu", "cuda")
+
+
+def test_a_relaunch_with_another_cpu_thread_count_is_stale(tmp_path):
+    """CPU reductions split their work by thread, so the count is an input (ThermoLion's mean(v) and
+    resnet18's backward differ in the last bits between 1 and 2 threads on the project's machine)."""
+    cfg = config(tmp_path, "adamw", epochs=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert T.train(cfg).status == "done" and rf.read_info(cfg.run_dir())["environment"]["torch_threads"] == 1
+        assert T.train(cfg).status == "skipped"
+        torch.set_num_threads(2)
+        kept = T.train(cfg)
+        assert kept.status == "stale" and "1 CPU threads, now 2" in kept.error
+    finally:
+        torch.set_num_threads(before)
+    gpu_run = {"code_version": "x", "packages": {}, "environment": {"device_type": "cuda", "torch_threads": 1}}
+    assert identity.stale_reasons(gpu_run, "x", "cuda", threads=2) == []  # threads matter on the CPU only

@@ -151,7 +151,7 @@ def _finished_result(
         print(f"{run_dir}: DONE but metrics.csv is truncated or unreadable: running it again", flush=True)
         rf.unmark_done(run_dir)
         return None
-    reasons = stale_reasons(recorded, version, device.type, packages)
+    reasons = stale_reasons(recorded, version, device.type, packages, torch.get_num_threads())
     if cfg.rerun == "all" or (cfg.rerun == "stale" and reasons):
         rf.unmark_done(run_dir)  # a rerun killed midway must not look finished
         return None
@@ -167,7 +167,8 @@ def _load_checkpoint(path: Path, cfg: RunConfig, info: dict) -> Optional[dict]:
     # On the CPU: RNG and generator states must stay CPU byte tensors (set_rng_state, Generator.set_state);
     # load_state_dict moves weights and optimizer state to the parameters' device itself.
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    reasons = stale_reasons(ckpt, info["code_version"], info["environment"]["device_type"], info["packages"])
+    env = info["environment"]
+    reasons = stale_reasons(ckpt, info["code_version"], env["device_type"], info["packages"], env.get("torch_threads"))
     if reasons:
         print(
             f"{path.parent}: its checkpoint was written with {'; '.join(reasons)}: starting over rather than "
