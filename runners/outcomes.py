@@ -56,7 +56,7 @@ STATUSES = {
     "failed": "no number; counted as attempted and named in its cell",
     "interrupted": "no number; counted as attempted and named in its cell (the same command resumes it)",
     "running": "no number until it ends; counted as attempted",
-    "stale": "as done or diverged, with a mixed-code warning (rerun=stale re-runs it)",
+    "stale": "as done or diverged, with a mixed-version warning (rerun=stale re-runs it)",
 }
 COUNTED = ("done", "diverged")  # the outcomes that are results (stale ones count as what they finished as)
 

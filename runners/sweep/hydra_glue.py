@@ -87,8 +87,8 @@ class SweepSummary(Callback):
                     print(f"  {kind} {r['run_dir']}" + (f": {r['error']}" if r.get("error") else ""), file=sys.stderr)
         if counts["stale"]:
             print(
-                f"{counts['stale']} finished run(s) came from other code and were kept, not re-run; "
-                "add rerun=stale to the same command to re-run them",
+                f"{counts['stale']} finished run(s) came from other code, package versions or hardware and were "
+                "kept, not re-run; add rerun=stale to the same command to re-run them",
                 file=sys.stderr,
             )
         if self.report:
