@@ -13,7 +13,10 @@ Sections (``--only`` picks some):
   rigorous   one rigorous-protocol epoch of MNIST per paper optimizer; the 9 x 5 seeds x 12 epochs sweep
              extrapolated from it, plus one start-up;
   step       ThermoLion's step / AdamW's (foreach and fused), 1M and 21M parameters, noise on and off
-             (scripts/bench_step.py's measurement).
+             (scripts/bench_step.py's measurement);
+  parallel   the self-tuning digits slice (16 runs, paper protocol) through hydra/launcher=parallel with
+             runs_per_gpu 1, 2, 4, 8 and 16 on every GPU: wall time and peak host memory of each launch, and
+             the serial launcher's, as scripts/bench_parallel.py measures them (``--dataset`` picks the set).
 Goals (one H100 or H200): paper table < 120 s; rigorous sweep < 300 s; ThermoLion's step with the
 noise off <= 1.5x fused AdamW's. Rows: section, name, value, unit, device, note.
 """
@@ -44,7 +47,7 @@ from runners.train import loop as L  # noqa: E402
 from runners.train.data import TensorLoader, prepare  # noqa: E402
 from thermolion import PAPER_OPTIMIZERS  # noqa: E402
 
-SECTIONS = ("breakdown", "paper", "rigorous", "step")
+SECTIONS = ("breakdown", "paper", "rigorous", "step", "parallel")
 GOALS = {"paper_table_s": 120.0, "rigorous_sweep_s": 300.0, "thermolion_noise_off_vs_adamw_fused": 1.5}
 
 
@@ -233,6 +236,40 @@ def step(device: str, repeats: int) -> list[dict]:
     return rows
 
 
+def parallel(dataset: str) -> list[dict]:
+    """Runs per GPU from 1 to 16 against the serial launcher, on one sweep (scripts/bench_parallel.py)."""
+    from scripts.bench_parallel import launch, sweep_args
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
+        wall, peak = launch([*sweep_args(dataset, 12), f"results_dir={tmp}/serial"])
+        rows.append(dict(section="parallel", name="serial_wall_s", value=round(wall, 1), unit="s", note=dataset))
+        gpus = max(torch.cuda.device_count(), 1)
+        for per_gpu in (1, 2, 4, 8, 16):
+            extra = ["hydra/launcher=parallel", f"hydra.launcher.runs_per_gpu={per_gpu}"]
+            wall_p, peak_p = launch([*sweep_args(dataset, 12), *extra, f"results_dir={tmp}/gpu{per_gpu}"])
+            note = f"{dataset}, {gpus} GPU(s), peak host {peak_p:.0f} MiB (serial {peak:.0f})"
+            rows.append(
+                dict(
+                    section="parallel",
+                    name=f"runs_per_gpu_{per_gpu}_wall_s",
+                    value=round(wall_p, 1),
+                    unit="s",
+                    note=note,
+                )
+            )
+            rows.append(
+                dict(
+                    section="parallel",
+                    name=f"runs_per_gpu_{per_gpu}_speedup",
+                    value=round(wall / wall_p, 2),
+                    unit="x",
+                    note=note,
+                )
+            )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -263,6 +300,8 @@ def main() -> None:
             rows += rigorous(args.device, tmp, startup)
         if "step" in args.only:
             rows += step(args.device, args.repeats)
+        if "parallel" in args.only:
+            rows += parallel(args.dataset if args.dataset != "mnist" or _available(["mnist"]) else "digits")
     for r in rows:
         r["device"] = name
         print(f"{r['section']:9s} {r['name']:45s} {r['value']!s:>10s} {r['unit']:8s} {r['note']}")

@@ -78,9 +78,9 @@ class SweepSummary(Callback):
         records = [json.loads(p.read_text()) for p in sorted(status_dir.glob("*.json"))]
         counts = Counter(r["status"] for r in records)
         print(f"sweep finished: {len(records)} run(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        failed = [r for r in records if r["status"] == "failed"]
+        failed = [r for r in records if r["status"] in ("failed", "interrupted")]
         for r in failed:
-            print(f"  FAILED {r['run_dir']}: {r.get('error')}", file=sys.stderr)
+            print(f"  {r['status'].upper()} {r['run_dir']}: {r.get('error')}", file=sys.stderr)
         for kind in ("diverged", "running elsewhere", "taken over", "stale"):
             for r in records:
                 if r["status"] == kind:
@@ -103,7 +103,8 @@ class SweepSummary(Callback):
                 print(f"no report: {err}", file=sys.stderr)
         if failed:
             print(
-                f"{len(failed)} run(s) failed; re-launch the same sweep to retry them (finished runs are skipped)",
+                f"{len(failed)} run(s) failed or were interrupted; re-launch the same sweep to retry or resume "
+                "them (finished runs are skipped)",
                 file=sys.stderr,
             )
             sys.exit(1)

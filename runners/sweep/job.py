@@ -91,6 +91,7 @@ def train(cfg: RunConfig) -> RunResult:
             "status": "running",
             "run_dir": str(run_dir),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "started_at": time.time(),  # seconds since the epoch: runs side by side are compared by these
             "owner": {k: lock.owner[k] for k in ("host", "pid", "since")},
             "epochs_done": 0,
         }
@@ -249,6 +250,7 @@ def _finish(run: loop.Run, run_dir: Path, info: dict, wall_seconds: float) -> Ru
         epochs_done=len(run.history),
         wall_time_s=wall_seconds,
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        finished_at=time.time(),
     )
     rf.write_info(run_dir, info)
     rf.mark_done(run_dir, run.status)

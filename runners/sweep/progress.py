@@ -1,8 +1,9 @@
 """Sweep-level progress: runs done, failed, skipped and stale out of the total, with an ETA.
 
 The ETA is the mean wall time of the runs that actually trained (skipped, stale and
-running-elsewhere runs take no time and would make it optimistic) times the runs left. Like
-the per-run bars it is drawn only when stderr is a terminal.
+running-elsewhere runs take no time and would make it optimistic) times the runs left, divided by
+the runs that go at once (``parallel``: the parallel launcher's workers). Like the per-run bars it is
+drawn only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tqdm import tqdm
 __all__ = ["SweepProgress", "sweep_size", "show_progress"]
 
 TRAINED = ("done", "diverged", "failed")
-SHOWN = ("done", "failed", "diverged", "skipped", "stale", "running elsewhere", "taken over")
+SHOWN = ("done", "failed", "interrupted", "diverged", "skipped", "stale", "running elsewhere", "taken over")
 
 
 def show_progress(setting: str = "auto") -> bool:
@@ -40,8 +41,9 @@ def sweep_size(config) -> Optional[int]:
 
 
 class SweepProgress:
-    def __init__(self, total: Optional[int], enabled: bool):
-        self.total = total
+    def __init__(self, total: Optional[int], enabled: bool, parallel: int = 1):
+        self.total, self.parallel = total, parallel
+        self.running = 0  # set by a launcher that runs several at once
         self.counts: Counter = Counter()
         self.trained_seconds: list[float] = []
         self.bar = tqdm(
@@ -64,14 +66,19 @@ class SweepProgress:
         if self.total is None or not self.trained_seconds:
             return None
         left = self.total - sum(self.counts.values())
-        return left * sum(self.trained_seconds) / len(self.trained_seconds)
+        return left * sum(self.trained_seconds) / len(self.trained_seconds) / self.parallel
 
     def text(self) -> str:
         parts = [f"{self.counts[s]} {s}" for s in SHOWN if self.counts[s] or s in ("done", "failed")]
+        if self.running:
+            parts.insert(1, f"{self.running} running")
         eta = self.eta_seconds()
         if eta is not None:
             parts.append(f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         return ", ".join(parts)
+
+    def refresh(self) -> None:
+        self.bar.set_description_str(self.text())
 
     def close(self) -> None:
         self.bar.close()

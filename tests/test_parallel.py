@@ -1,0 +1,139 @@
+"""hydra/launcher=parallel: a capped number of runs side by side, each in its own process, with every
+promise of the serial launcher (locks, skip and resume, the summary), checked with real processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.thermolion_launcher.parallel import default_workers
+
+from .test_harness import ROOT
+
+TIMING = ("train_time_s", "epoch_time_s", "step_time_ms")
+SWEEP = ["optimizer=adamw,lion", "seed=0,1", "data.image_size=16", "trainer.progress=off"]
+PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.workers=2", "hydra.launcher.threads_per_run=1"]
+
+
+def _cmd(results: Path, *overrides) -> list[str]:
+    return [sys.executable, "run.py", "-m", *overrides, f"results_dir={results}"]
+
+
+def _env(tmp_path) -> dict:
+    # one thread, as each parallel run has: CPU reductions split by thread, so the count is part of a
+    # run's identity (runners.identity)
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "THERMOLION_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _run(tmp_path, results, *overrides, timeout=600):
+    return subprocess.run(
+        _cmd(results, *overrides), cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _metrics(results: Path) -> dict:
+    out = {}
+    for path in sorted(results.rglob("metrics.csv")):
+        rows = [line.split(",") for line in path.read_text().splitlines()]
+        keep = [i for i, name in enumerate(rows[0]) if name not in TIMING]
+        out[str(path.parent.relative_to(results))] = [[r[i] for i in keep] for r in rows]
+    return out
+
+
+def _infos(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.rglob("run.json")) if ".hydra" not in p.parts]
+
+
+def test_two_workers_give_the_serial_launchers_folders_and_numbers_and_never_run_more_than_two(tmp_path):
+    serial = _run(tmp_path, tmp_path / "serial", *SWEEP, "trainer.epochs=3")
+    parallel = _run(tmp_path, tmp_path / "parallel", *PARALLEL, *SWEEP, "trainer.epochs=3")
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-2000:]
+    assert "sweep finished: 4 run(s): 4 done" in parallel.stdout and "at most 2 at once" in parallel.stdout
+    want, got = _metrics(tmp_path / "serial"), _metrics(tmp_path / "parallel")
+    assert len(got) == 4 and got == want  # the same folders, bit-identical numbers
+    infos = _infos(tmp_path / "parallel")
+    assert {i["environment"]["torch_threads"] for i in infos} == {1}
+    events = sorted([(i["started_at"], 1) for i in infos] + [(i["finished_at"], -1) for i in infos])
+    at_once, most = 0, 0
+    for _, change in events:
+        at_once += change
+        most = max(most, at_once)
+    assert most == 2  # side by side, and never more than the cap
+
+
+def _start(tmp_path, results, *overrides):
+    return subprocess.Popen(
+        _cmd(results, *overrides),
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal's Ctrl-C would reach the whole group: here, the launcher only
+    )
+
+
+def _wait_for_training(results: Path, count: int, timeout=120) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [i for i in _infos(results) if i.get("status") == "running" and i.get("epochs_done", 0) >= 1]
+        if len(running) >= count:
+            return running
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} runs got through an epoch in {timeout} s")
+
+
+SLOW = ["trainer.epochs=4", "trainer.batch_size=4"]  # ~400 steps an epoch: seconds per epoch
+
+
+def test_a_killed_worker_leaves_its_run_interrupted_counted_and_resumable(tmp_path):
+    results = tmp_path / "results"
+    proc = _start(tmp_path, results, *PARALLEL, "optimizer=adamw", "seed=0,1", "data.image_size=16", *SLOW)
+    victim = _wait_for_training(results, 1)[0]
+    os.kill(victim["owner"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-2000:]
+    assert "1 done, 1 interrupted" in out and "INTERRUPTED" in err and "the same command resumes it" in err
+    status = subprocess.run(
+        [sys.executable, "-m", "runners.status", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert "1 interrupted" in status.stdout
+    again = _run(tmp_path, results, *PARALLEL, "optimizer=adamw", "seed=0,1", "data.image_size=16", *SLOW)
+    assert again.returncode == 0 and "1 done, 1 skipped" in again.stdout
+
+
+def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_one_line(tmp_path):
+    results = tmp_path / "results"
+    # 10 epochs: both runs are still training when the second launch (seconds to start) reaches them
+    sweep = [*PARALLEL, "optimizer=adamw,lion", "seed=0", "data.image_size=16", "trainer.epochs=10", *SLOW[1:]]
+    first = _start(tmp_path, results, *sweep)
+    _wait_for_training(results, 2)
+    second = _run(tmp_path, results, *sweep)  # while both runs train in the first launch
+    assert second.returncode == 0 and "2 running elsewhere" in second.stdout
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: 2 running run(s) stopped")
+    infos = _infos(results)
+    assert [i["status"] for i in infos] == ["running", "running"] and all(i["epochs_done"] < 10 for i in infos)
+    assert len(list(results.rglob("checkpoint.pt"))) == 2  # each stopped at its last finished epoch
+    again = _run(tmp_path, results, *sweep)  # their owners are gone: the same command resumes them
+    assert again.returncode == 0 and "2 done" in again.stdout
+    assert all(i["status"] == "done" and i["epochs_done"] == 10 for i in _infos(results))
+
+
+@pytest.mark.parametrize(
+    "threads, per_gpu, gpus, cores, want", [(1, 1, 0, 2, 2), (2, 1, 0, 16, 8), (4, 1, 0, 2, 1), (1, 4, 2, 16, 8)]
+)
+def test_the_default_worker_count(threads, per_gpu, gpus, cores, want):
+    assert default_workers(threads, per_gpu, gpus, cores) == want
