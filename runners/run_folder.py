@@ -53,7 +53,9 @@ __all__ = [
 
 RUN_JSON, METRICS, EVALS, CHECKPOINT = "run.json", "metrics.csv", "evals.csv", "checkpoint.pt"
 DONE, LOCK = "DONE", "LOCK"
-# 2: "schema" and "packages" (the versions of the packages that compute the run's numbers)
+# 2: "schema" and "packages" (the versions of the packages that compute the run's numbers). Bump it when
+# RunConfig.result_settings (runners/config.py, not hashed) changes what the fingerprint covers: the sweep
+# compares fingerprints only between runs of one schema and code version.
 SCHEMA = 2
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")  # every metrics.csv row has these
 EVAL_COLUMNS = ("step", "epoch", "eval_acc", "train_seconds")

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from thermolion import ThermoLion
-from thermolion.optimizer import _device_seed
+from thermolion.generators import device_seed as _device_seed
 
 WORLD, STEPS, TIMEOUT_S = 2, 6, 300
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
@@ -108,7 +108,7 @@ def _fsdp(rank, results):
         results[f"fsdp_{name}"] = _params(model)
         # mean(v) of a shard's state is a DTensor reduction over the whole parameter
         results[f"fsdp_{name}_mean_v"] = [opt.state[p]["exp_avg_sq"].mean().full_tensor() for p in model.parameters()]
-        results[f"fsdp_{name}_seed"] = opt._seed
+        results[f"fsdp_{name}_seed"] = opt._noise.seed
     results["fsdp_foreach_again"] = _params(sharded()[0])
     results["fsdp_quiet"] = _params(sharded(noise=False)[0])
     if rank == 0:  # unsharded, one process, with the generator the sharded runs took from rank 0's seed

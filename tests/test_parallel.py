@@ -114,8 +114,8 @@ def test_a_killed_worker_leaves_its_run_interrupted_counted_and_resumable(tmp_pa
 
 def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_one_line(tmp_path):
     results = tmp_path / "results"
-    # 10 epochs: both runs are still training when the second launch (seconds to start) reaches them
-    sweep = [*PARALLEL, "optimizer=adamw,lion", "seed=0", "data.image_size=16", "trainer.epochs=10", *SLOW[1:]]
+    # 200 epochs: the runs outlive every launch below, which each end by Ctrl-C
+    sweep = [*PARALLEL, "optimizer=adamw,lion", "seed=0", "data.image_size=16", "trainer.epochs=200", *SLOW[1:]]
     first = _start(tmp_path, results, *sweep)
     _wait_for_training(results, 2)
     second = _run(tmp_path, results, *sweep)  # while both runs train in the first launch
@@ -124,12 +124,23 @@ def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_on
     out, err = first.communicate(timeout=120)
     assert first.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: 2 running run(s) stopped")
-    infos = _infos(results)
-    assert [i["status"] for i in infos] == ["running", "running"] and all(i["epochs_done"] < 10 for i in infos)
+    stopped = {i["run_dir"]: (i["epochs_done"], i["owner"]["pid"]) for i in _infos(results)}
+    assert [i["status"] for i in _infos(results)] == ["running", "running"]  # their owners gone: interrupted
     assert len(list(results.rglob("checkpoint.pt"))) == 2  # each stopped at its last finished epoch
-    again = _run(tmp_path, results, *sweep)  # their owners are gone: the same command resumes them
-    assert again.returncode == 0 and "2 done" in again.stdout
-    assert all(i["status"] == "done" and i["epochs_done"] == 10 for i in _infos(results))
+    third = _start(tmp_path, results, *sweep)  # the same command resumes them
+    deadline, lines = time.monotonic() + 120, []
+    while len(lines) < 2 and time.monotonic() < deadline:  # each job's log (python -u) says where it resumed
+        time.sleep(0.5)
+        logs = (results / ".hydra").rglob("*_log.out")
+        lines = [line for log in logs for line in log.read_text().splitlines() if line.startswith("resuming ")]
+    third.send_signal(signal.SIGINT)
+    assert third.wait(timeout=120) == 130
+    for info in _infos(results):  # taken over from the dead owner, continued from its checkpoint
+        done, dead = stopped[info["run_dir"]]
+        assert info["took_over_from"]["pid"] == dead != info["owner"]["pid"]
+        at = [int(line.rsplit("at epoch ", 1)[1].split("/")[0]) for line in lines if info["run_dir"] in line]
+        # its last checkpoint's epoch + 1 (a kill between run.json's and the checkpoint's write: one less)
+        assert len(at) == 1 and 2 <= at[0] and done <= at[0] <= done + 1, lines
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from thermolion import ThermoLion
-from thermolion.optimizer import _device_seed
+from thermolion.generators import device_seed as _device_seed
 
 DATA = Path(__file__).parent / "data"
 QUIET = dict(temp_decay=0.01)  # the noise off from step 1: exact comparisons

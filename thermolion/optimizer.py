@@ -7,7 +7,6 @@ foreach path) and :mod:`thermolion.fused` (a compiled one-kernel path), with one
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Optional, Union
@@ -18,6 +17,7 @@ from torch.optim import Optimizer
 
 from .baselines import evaluate_closure, refuse_complex
 from .functional import FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
+from .generators import NoiseGenerators
 
 __all__ = ["ThermoLion", "thermolion", "STAT_NAMES", "FUSED_MIN_ELEMENTS"]
 
@@ -191,11 +191,7 @@ class ThermoLion(Optimizer):
         )
         super().__init__(params, defaults)
         refuse_complex(self)
-        self.generator = generator  # the caller's, or None: the optimizer owns one per device
-        self._generators: dict[str, torch.Generator] = {}  # owned, by device, made at its first step
-        self._pending_states: dict[str, Tensor] = {}  # loaded states of owned generators not made yet
-        self._seed, self._seed_synced = seed, False
-        self._process_group = process_group
+        self._noise = NoiseGenerators(generator, seed, process_group)
         self.track_stats = track_stats
         self.stats_every = stats_every
         self._stat_calls = 0  # steps since construction: which ones stats_every samples
@@ -230,11 +226,7 @@ class ThermoLion(Optimizer):
     def __getstate__(self) -> dict:  # deepcopy/pickle keep the generator and the diagnostics
         state = super().__getstate__()
         for key in (
-            "generator",
-            "_generators",
-            "_pending_states",
-            "_seed",
-            "_seed_synced",
+            "_noise",
             "track_stats",
             "stats_every",
             "_stat_calls",
@@ -251,69 +243,26 @@ class ThermoLion(Optimizer):
             group.setdefault("capturable", False)
         self.__dict__.setdefault("stats_every", 1)
         self.__dict__.setdefault("_stat_calls", 0)
-        for key, default in (("_generators", {}), ("_pending_states", {}), ("_seed", None), ("_seed_synced", False)):
-            self.__dict__.setdefault(key, default)
-        self.__dict__.setdefault("_process_group", None)  # not pickled: a copy uses the default group
+        if "_noise" not in self.__dict__:  # pickled by version 0.1: one generator attribute
+            self._noise = NoiseGenerators(self.__dict__.pop("generator", None))
 
     # ---------------------------------------------------------------- noise generators
-    def _noise_generator(self, device: torch.device) -> torch.Generator:
-        """The caller's generator, or the owned one of ``device`` (made, and seeded, at its first use)."""
-        if self.generator is not None:
-            if torch.device(self.generator.device) != device:
-                raise ValueError(
-                    f"generator is on {self.generator.device} but parameters are on {device}: pass a "
-                    "generator on the parameters' device, or none (the optimizer then owns one per device)"
-                )
-            return self.generator
-        key = str(device)
-        gen = self._generators.get(key)
-        if gen is None:
-            gen = torch.Generator(device=device).manual_seed(_device_seed(self._owned_seed(), key))
-            state = self._pending_states.pop(key, self._pending_states.pop("*", None))
-            if state is not None:
-                gen.set_state(state)
-            self._generators[key] = gen
-        return gen
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The caller's noise generator, or None where the optimizer owns one per device."""
+        return self._noise.generator
 
-    def _owned_seed(self) -> int:
-        """The owned generators' seed: ``seed`` or ``torch.initial_seed()``, rank 0's under torch.distributed."""
-        if not self._seed_synced:
-            seed = self._seed if self._seed is not None else torch.initial_seed()
-            self._seed, self._seed_synced = _seed_of_rank0(seed, self._process_group), True
-        return self._seed
+    def _noise_generator(self, device: torch.device) -> torch.Generator:
+        return self._noise.for_device(device)
 
     def state_dict(self) -> dict:
-        sd = super().state_dict()
-        if self.generator is not None:
-            sd["generator_state"] = self.generator.get_state()
-        else:
-            states = {key: g.get_state() for key, g in self._generators.items()}
-            sd["generator_states"] = {**self._pending_states, **states}
-            if self._seed_synced:
-                sd["generator_seed"] = self._seed
-        return sd
+        return {**super().state_dict(), **self._noise.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Also restores the noise generators; a state saved before per-device generators (one
-        ``generator_state``) restores the caller's generator, or the first owned one made."""
+        """Also restores the noise generators (a state dict of version 0.1 too: thermolion.generators)."""
         state_dict = dict(state_dict)
-        single = state_dict.pop("generator_state", None)
-        states = dict(state_dict.pop("generator_states", {}))
-        seed = state_dict.pop("generator_seed", None)
+        self._noise.load_state_dict(state_dict)  # takes its entries out
         super().load_state_dict(state_dict)
-        if self.generator is not None:
-            if single is not None:
-                self.generator.set_state(single)
-            return
-        if single is not None:
-            states.setdefault("*", single)
-        if seed is not None:
-            self._seed, self._seed_synced = int(seed), True
-        for key, state in states.items():
-            if key in self._generators:
-                self._generators[key].set_state(state)
-            else:
-                self._pending_states[key] = state
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
         if group["foreach"] and torch.is_tensor(group["lr"]) and not group["capturable"]:
@@ -432,23 +381,6 @@ def _check_lr(lr: Union[float, Tensor], foreach: Optional[bool], capturable: boo
             raise ValueError(f"lr must be a finite number >= 0.0, got {value}")
         return
     _check_finite_at_least("lr", lr, 0.0)
-
-
-def _device_seed(seed: int, device: str) -> int:
-    """One generator seed per device from the optimizer's seed, so that devices draw different noise."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{device}".encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def _seed_of_rank0(seed: int, process_group) -> int:
-    """``seed`` as rank 0 of ``process_group`` has it (one broadcast), or as given outside torch.distributed."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(process_group) == 1:
-        return seed
-    box = [seed]
-    src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
-    dist.broadcast_object_list(box, src=src, group=process_group)
-    return int(box[0])
 
 
 def _check_finite_at_least(name: str, value, low: float) -> None:
