@@ -71,8 +71,16 @@ def test_two_workers_give_the_serial_launchers_folders_and_numbers_and_never_run
     assert most == 2  # side by side, and never more than the cap
 
 
+STARTED: list = []
+
+
+def _default_sigint():
+    # a process started with SIGINT ignored (as a test runner's children may be) would never see Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path, results, *overrides):
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         _cmd(results, *overrides),
         cwd=ROOT,
         env=_env(tmp_path),
@@ -80,7 +88,21 @@ def _start(tmp_path, results, *overrides):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a terminal's Ctrl-C would reach the whole group: here, the launcher only
+        preexec_fn=_default_sigint,
     )
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_launch_outlives_its_test():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        try:  # a failed test's launcher and its jobs (one process group) must not load the rest of the suite
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _wait_for_training(results: Path, count: int, timeout=120) -> list[dict]:
