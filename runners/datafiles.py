@@ -17,7 +17,6 @@ import hashlib
 import inspect
 import os
 import struct
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .atomic import torch_save
+from .identity import installed
 from .train import convert as conversion
 from .train.datasets import DatasetInfo, get_info
 
@@ -121,15 +121,8 @@ def _conversion_key(packages: tuple[str, ...]) -> str:
     import torchvision
 
     parts = [inspect.getsource(conversion), torch.__version__, torchvision.__version__]
-    parts += [f"{p} {_version(p)}" for p in packages]
+    parts += [f"{p} {installed(p)}" for p in packages]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _source_stats(info: DatasetInfo, root: Path, split: str) -> Optional[list]:

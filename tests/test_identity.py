@@ -88,11 +88,7 @@ def _pair(tmp_path, *overrides):
     return runs
 
 
-def _rivals_without_extras():
-    return sorted(OPTIMIZERS)
-
-
-@pytest.mark.parametrize("optimizer", _rivals_without_extras())
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_run_options_change_no_number_for_any_registered_optimizer(tmp_path, optimizer):
     on, off = _pair(tmp_path, f"optimizer={optimizer}")
     assert on.status == off.status and on.status in ("done", "diverged")
