@@ -7,7 +7,7 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run lint test test-slurm test-gpu report bench bench-gpu clean
+.PHONY: setup run lint test test-slurm test-browser test-gpu report bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,13 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q -m "not slurm"
+	$(PY) -m pytest -q -m "not slurm and not browser"
+
+# Report pages in a real browser: Debian's chromium and chromium-driver (installed if missing; root).
+test-browser: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(PY) -m pytest -q -m browser
 
 # Integration tests against a real single-node Slurm (installs slurm-wlm and munge if missing; root).
 test-slurm: $(STAMP)

@@ -51,6 +51,12 @@ def main(cfg: DictConfig) -> str:
         sys.exit(1)
     else:
         print(result.line(), flush=True)
+        if result.status in ("done", "diverged"):
+            print(
+                f"one run writes no report; tables and figures of every run in {cfg.results_dir}: "
+                f"python -m runners.report {cfg.results_dir} (or make a sweep with python run.py -m ...)",
+                flush=True,
+            )
     return result.status
 
 
@@ -69,6 +75,24 @@ def _check_results_dir(argv: list[str]) -> None:
         sys.exit(f"error: results_dir={path} cannot be written ({err.strerror or err}); choose a writable folder")
 
 
+def _check_runs(argv: list[str]) -> None:
+    """Every run of the command (each job of a sweep) checked before Hydra creates any folder."""
+    from runners.sweep.precheck import check_command
+
+    error = check_command(argv)
+    if error:
+        sys.exit(f"error: {error}")
+
+
 if __name__ == "__main__":
     _check_results_dir(sys.argv[1:])
-    main()
+    _check_runs(sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:  # one line, not Hydra's traceback: the runs keep their checkpoints
+        print(
+            "\ninterrupted: the run in progress keeps its last epoch's checkpoint; the same command resumes it "
+            "(finished runs are skipped)",
+            file=sys.stderr,
+        )
+        sys.exit(130)

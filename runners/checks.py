@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 from thermolion import build_optimizer, get_spec
 
-from .options import PROTOCOLS, RERUN, SCHEDULES, ConfigError, is_number
+from .options import EVAL_SPLITS, PROTOCOLS, RERUN, SCHEDULES, ConfigError, is_number
 from .train.augment import AUGMENTATIONS
 from .train.datasets import TRAIN_SIZES, get_info
 
@@ -97,6 +97,12 @@ def check_run(run: RunConfig) -> None:
 
 def _check_data_and_device(run: RunConfig) -> None:
     d = run.data
+    if d.eval_split not in EVAL_SPLITS:
+        raise ConfigError(
+            f"data.eval_split must be one of {', '.join(EVAL_SPLITS)} (train: the paper's training-set accuracy), "
+            f"got {d.eval_split!r}"
+        )
+    _check_train_subset(run)
     if not (is_number(d.label_noise) and 0.0 <= d.label_noise <= 1.0):
         raise ConfigError(f"data.label_noise must be a share in [0, 1] (0.2: 20% of labels), got {d.label_noise}")
     for key in ("val_fraction", "test_fraction"):
@@ -116,6 +122,13 @@ def _check_data_and_device(run: RunConfig) -> None:
     device = run.trainer.device
     if device != "auto" and not device.startswith(("cpu", "cuda")):
         raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}")
+    if run.trainer.amp and not _uses_cuda(device):
+        raise ConfigError(
+            "trainer.amp=true trains in bf16 autocast, which is for GPUs: on the CPU it is slow and changes the "
+            "numbers; drop trainer.amp (or run on a CUDA device)"
+        )
+    if not d.download:
+        _check_files_present(run)
     if device.startswith("cuda"):
         import torch
 
@@ -129,14 +142,63 @@ def _check_data_and_device(run: RunConfig) -> None:
             raise ConfigError(f"trainer.device={device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
+def _uses_cuda(device: str) -> bool:
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _train_split_size(run: RunConfig) -> Optional[int]:
+    """Samples of the split train_subset is taken from (before any validation hold-out), if known."""
+    size = TRAIN_SIZES.get(run.data.name)
+    if size is not None and not get_info(run.data.name).has_test_split and run.data.eval_split != "train":
+        size -= round(size * run.data.test_fraction)
+    return size
+
+
+def _check_train_subset(run: RunConfig) -> None:
+    n = run.data.train_subset
+    if n is None:
+        return
+    if n < 1:
+        raise ConfigError(f"data.train_subset must be >= 1 (the first N training samples), or null for all; got {n}")
+    size = _train_split_size(run)
+    # The paper's budget, 5000, is a cap that experiments apply to every dataset ("the first 5000, or the
+    # whole set where it is smaller", as the paper does for SEMEION): any other size must exist.
+    if size is not None and n > size and n != PROTOCOLS["paper"]["train_subset"]:
+        raise ConfigError(
+            f"data.train_subset={n} is larger than {run.data.name}'s training split ({size} samples under "
+            f"eval_split={run.data.eval_split}); use at most {size}, or data.train_subset=null for all of it "
+            "(5000, the paper's budget, is the one cap accepted everywhere: the whole set where it is smaller)"
+        )
+
+
+def _check_files_present(run: RunConfig) -> None:
+    """With download=false, the files (or their converted tensors) must be here before a run starts."""
+    from .datafiles import resolve_cache_dir, resolve_root
+
+    info = get_info(run.data.name)
+    root = resolve_root(run.data.root)
+    for split, files in info.files.items():
+        missing = [f for f in files if not (root / f).exists()]
+        cached = (resolve_cache_dir(run.data.cache_dir) / f"{info.name}-{split}-{run.data.image_size}.pt").exists()
+        if missing and not cached:
+            raise ConfigError(
+                f"dataset {info.name} ({split} split) is not in {root} (missing {missing[0]}) and data.download=false; "
+                f"point DATA_ROOT or data.root at a folder that has it, fetch it with "
+                f"python scripts/prefetch_data.py {info.name} --root {root}, or allow data.download=true"
+            )
+
+
 def estimated_steps(run: RunConfig) -> Optional[int]:
     """Optimizer steps of the whole run, from the dataset's known training size (None if unknown)."""
-    size = TRAIN_SIZES.get(run.data.name)
+    size = _train_split_size(run)
     if size is None:
         return None
-    info = get_info(run.data.name)
-    if not info.has_test_split and run.data.eval_split != "train":
-        size -= round(size * run.data.test_fraction)
     if run.data.train_subset is not None:
         size = min(size, run.data.train_subset)
     if run.data.eval_split == "val":

@@ -90,6 +90,7 @@ class RunConfig:
     rerun: Optional[str] = None  # stale | all: re-train finished runs (not part of a run's identity)
     trial: Optional[int] = None  # tuning trial: 0 = the defaults, i >= 1 = point i of the search space
     search_space: Optional[str] = None  # the space file the trial was drawn from
+    search_space_sha: Optional[str] = None  # its content's hash: trials of an edited file are another space
     tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
     options: RunOptions = RunOptions()  # how the run is carried out (no number depends on it)
 
@@ -107,6 +108,7 @@ class RunConfig:
         opt = _scale_lr(opt, cfg.pop("lr_scale", 1.0))
         tuned_lrs, tuned_from = cfg.pop("tuned_lrs", None), cfg.pop("tuned_from", None)
         trial, space_name = cfg.pop("trial", None), cfg.pop("search_space", None)
+        cfg.pop("search_space_sha", None)  # a recorded config's: derived from the space file again
         if tuned_lrs is not None:
             if trial is not None:
                 raise ConfigError("tuned_lrs and trial exclude each other: a re-run uses the chosen configuration")
@@ -120,6 +122,7 @@ class RunConfig:
                 name = plugin_name(resolve_target(target, opt, meta_parameters(model, data)), name)
             except PluginError as err:
                 raise ConfigError(str(err)) from None
+        _check_name(name)
         trainer = dict(cfg.pop("trainer", {}))
         options = {k: trainer.pop(k) for k in _OPTION_KEYS if k in trainer}
         run = cls(
@@ -131,6 +134,7 @@ class RunConfig:
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             trial=trial,
             search_space=space_file,
+            search_space_sha=_space_sha(space_file, name),
             **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test") if k in cfg},
         )
         if cfg:
@@ -212,6 +216,7 @@ class RunConfig:
             "tuned_from": self.tuned_from,
             "trial": self.trial,
             "search_space": self.search_space,
+            "search_space_sha": self.search_space_sha,
             "tune_on_test": self.tune_on_test,
             "model": asdict(self.model),
             "optimizer": self._optimizer_dict(),
@@ -268,6 +273,12 @@ def _trial_settings(trial, space_name, name, opt: dict) -> tuple[Optional[str], 
             f"search_space must be a space's name (conf/search_spaces/<name>.yaml) or a path to a "
             f"YAML file, got {space_name!r}"
         )
+    if space_name is None and name is None:  # a plug-in (optimizer=custom) has no space of its own name
+        raise ConfigError(
+            f"trial={trial}: this plug-in optimizer has no declared search space; pass one with "
+            "search_space=<name under conf/search_spaces/> or search_space=<path to a YAML file> "
+            "(format: conf/search_spaces/README.md), or give it optimizer.name=<name> with a space of that name"
+        )
     space_file = recorded_path(space_path(space_name, str(name)))
     if trial == 0:
         return space_file, opt, ()
@@ -283,6 +294,27 @@ def _trial_settings(trial, space_name, name, opt: dict) -> tuple[Optional[str], 
         raise ConfigError(str(err)) from None
     sampled = tuple(sorted(k for k, v in tried.items() if k not in opt or opt[k] != v))
     return space_file, tried, sampled
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_name(name) -> None:
+    """An optimizer's name is one folder name in every run path and one label in every table."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"optimizer.name must be one folder name of letters, digits, '.', '_' and '-' (starting with a letter "
+            f"or digit), got {name!r}; e.g. optimizer.name=my_adam"
+        )
+
+
+def _space_sha(space_file: Optional[str], name) -> Optional[str]:
+    if space_file is None:
+        return None
+    try:
+        return hashlib.sha256(space_path(space_file, str(name)).read_bytes()).hexdigest()[:12]
+    except OSError:  # trial 0 of an optimizer without a space file: the defaults only
+        return None
 
 
 def _chosen_config(path: str, dataset: str, optimizer: str) -> dict[str, Any]:

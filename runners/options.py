@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ConfigError", "RunOptions", "PROTOCOLS", "PROTOCOL_DOCS", "RERUN", "SCHEDULES", "is_number"]
+__all__ = ["ConfigError", "RunOptions", "EVAL_SPLITS", "PROTOCOLS", "PROTOCOL_DOCS", "RERUN", "SCHEDULES", "is_number"]
 
 
 class ConfigError(ValueError):
@@ -28,6 +28,7 @@ class RunOptions:
 # What a relaunch trains again: None, finished runs none; stale, those made by other code or packages;
 # all, every one; failed, only the runs that failed (nothing new is started).
 RERUN = (None, "stale", "all", "failed")
+EVAL_SPLITS = ("train", "test", "val")  # what a run is evaluated on: the paper's training set, test, validation
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "recipe")  # recipe: each optimizer's own (registry)
 
 

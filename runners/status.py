@@ -27,20 +27,11 @@ ORDER = ("done", "diverged", "stale", "running", "interrupted", "failed", "unrea
 
 def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
     """The run folders a ``run.py -m <overrides>`` sweep writes into ``results_dir``, expanded the way
-    Hydra's basic sweeper expands them (an experiment's ``hydra.sweeper.params`` first, then the overrides)."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    Hydra's basic sweeper expands them (``runners.sweep.precheck``)."""
+    from .sweep.compose import compose_run
+    from .sweep.precheck import sweep_jobs
 
-    from .sweep.compose import CONF_DIR, compose_run
-
-    parser = OverridesParser.create()
-    given = [*overrides, f"results_dir={results_dir}"]
-    fixed = [o.input_line for o in parser.parse_overrides(given) if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # the experiment's own sweep
-        params = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.get("params")
-    expanded = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + given)
-    return [compose_run(*job).run_dir() for job in BasicSweeper.split_arguments(expanded, None)[0]]
+    return [compose_run(*job).run_dir() for job in sweep_jobs([*overrides, f"results_dir={results_dir}"])]
 
 
 def current_identity():

@@ -113,7 +113,7 @@ def test_failed_and_diverged_runs_do_not_stop_the_sweep_and_failures_set_the_exi
         "optimizer=swa",
         "optimizer.lr=1000,0.01",
         "dataset=digits,mnist",
-        "data.root=/nonexistent",
+        f"data.root={_corrupt_mnist(tmp_path / 'data')}",  # files present (the check passes), unreadable
         "data.download=false",
         f"data.cache_dir={tmp_path / 'cache'}",  # an MNIST cache left by earlier runs would serve it
         *TINY,
@@ -123,13 +123,24 @@ def test_failed_and_diverged_runs_do_not_stop_the_sweep_and_failures_set_the_exi
     assert proc.returncode == 1
     assert "1 diverged, 1 done, 2 failed" in proc.stdout
     assert proc.stderr.count("FAILED") == 2 and "dataset 'mnist'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "final table, rigorous protocol, with epochs 2" in proc.stdout  # the sweep ends with its table
     diverged = next(tmp_path.glob("rigorous/digits/swa_lr=1000*/seed0"))
     info = json.loads((diverged / "run.json").read_text())
     assert info["status"] == "diverged" and (diverged / "DONE").exists()
     failed = next(tmp_path.glob("rigorous/mnist/swa_lr=1000*/seed0"))
     info = json.loads((failed / "run.json").read_text())
-    assert info["status"] == "failed" and "DatasetNotFound" in info["error"]
+    assert info["status"] == "failed" and "DatasetCorrupt" in info["error"]
     assert not (failed / "DONE").exists()  # a relaunch retries it
+
+
+def _corrupt_mnist(root: Path) -> Path:
+    """MNIST's four files, present but truncated: a failure that only reading them finds."""
+    from runners.train.datasets import get_info
+
+    for rel in (f for files in get_info("mnist").files.values() for f in files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"\x00\x00\x08\x03")
+    return root
 
 
 @pytest.mark.parametrize("group, bad", [("optimizer", "adamx"), ("dataset", "imagenet")])

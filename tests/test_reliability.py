@@ -263,7 +263,23 @@ def test_bad_config_values_are_one_clear_config_error(tmp_path, change, message)
         (["results_dir=/sys/thermolion-results"], "results_dir=/sys/thermolion-results cannot be written"),
         (
             ["dataset=cifar10", "data.download=false", "data.root={tmp}/empty"],
-            "dataset 'cifar10' (train split) is not in",
+            "dataset cifar10 (train split) is not in",
+        ),
+        (["data.eval_split=banana"], "data.eval_split must be one of train, test, val"),
+        (["data.train_subset=-5"], "data.train_subset must be >= 1"),
+        (["data.train_subset=100000"], "data.train_subset=100000 is larger than digits's training split (1438"),
+        (["trainer.amp=true", "trainer.device=cpu"], "trainer.amp=true trains in bf16 autocast, which is for GPUs"),
+        (
+            ["optimizer=custom", "optimizer._target_=torch.optim.SGD", "optimizer.lr=0.1", "optimizer.name=bad/name"],
+            "optimizer.name must be one folder name",
+        ),
+        (
+            ["optimizer=custom", "optimizer.lr=0.1", "trial=1", "protocol=tuned"],
+            "this plug-in optimizer has no declared search space; pass one with search_space=",
+        ),
+        (
+            ["-m", "trial=range(0,2)", "protocol=tuned", "optimizer=muadam"],
+            "trial=1 protocol=tuned optimizer=muadam",
         ),
     ],
 )
@@ -271,12 +287,14 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(tmp_path, args, 
     if culprit.startswith("results_dir") and os.access("/sys", os.W_OK) and not Path("/sys").is_mount():
         pytest.skip("/sys is writable here: no read-only path to test with")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    flags = [a for a in args if a.startswith("-")]
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "run.py"),
+            *flags,
             f"results_dir={tmp_path / 'r'}",
-            *args,
+            *(a for a in args if not a.startswith("-")),
             "trainer.progress=off",
             f"data.cache_dir={tmp_path / 'cache'}",
         ],
@@ -288,6 +306,13 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(tmp_path, args, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and culprit in lines[0] and "Traceback" not in proc.stderr
+    if "-m" in flags:  # the whole sweep is checked before its first run: job 0 was valid, and never trained
+        assert "invalid config in job 1 of 2 (" in lines[0] and "no run of this sweep was started" in lines[0]
+    # Refused before Hydra starts: no run folder, no failed record, not even Hydra's .hydra/runs/<time>.
+    left = (
+        sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "r").rglob("*")) if (tmp_path / "r").exists() else []
+    )
+    assert left == [], left
 
 
 def test_a_truncated_metrics_csv_is_listed_as_excluded_and_the_report_is_still_written(tmp_path):

@@ -8,7 +8,10 @@ failed status record naming its overrides, so the sweep summary lists it and exi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +39,10 @@ class _Collecting:
             if "max_num_timeout" in self.params
             else {}
         )
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"], **extra)
+        try:
+            executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"], **extra)
+        except RuntimeError as err:  # "Could not detect srun": not on a Slurm node
+            sys.exit(f"error: {err}; run the sweep on a Slurm login node, or pick hydra/launcher=local or parallel")
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
             **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k not in init_keys}
@@ -50,7 +56,7 @@ class _Collecting:
             idx = initial_job_idx + i
             print(f"[submitit] #{idx} : {' '.join(filter_overrides(overrides))}", flush=True)
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*job_params))
+        jobs = _submit(executor, self, job_params, self._EXECUTOR)
         print(
             f"[submitit] submitted {len(jobs)} job(s) to {self._EXECUTOR}: {', '.join(j.job_id for j in jobs)}",
             flush=True,
@@ -82,6 +88,29 @@ class _Collecting:
                 progress.update("failed", None)
         progress.close()
         return returns
+
+
+def _submit(executor, function, job_params: list, cluster: str) -> list:
+    """``executor.map_array``; a refused submission is one line on stderr and exit 1, not submitit's
+    traceback with the scheduler's whole output (which it prints itself before raising)."""
+    import submitit
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            jobs = executor.map_array(function, *zip(*job_params))
+    except (submitit.core.utils.FailedJobError, OSError) as err:
+        said = [ln.strip() for ln in (str(err) or captured.getvalue()).splitlines() if ln.strip()]
+        reason = next((ln for ln in reversed(said) if "error" in ln.lower()), said[-1] if said else type(err).__name__)
+        hint = " (check hydra.launcher.partition and the other hydra.launcher.* settings; sinfo lists partitions)"
+        hint = hint if cluster == "slurm" else ""
+        print(
+            f"error: {cluster} refused the sweep's {len(job_params)} job(s): {reason}{hint}; nothing was started",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    sys.stderr.write(captured.getvalue())
+    return jobs
 
 
 class SlurmLauncher(_Collecting, submitit_launcher.SlurmLauncher):

@@ -29,6 +29,7 @@ from scipy import stats
 
 from ..atomic import write_text
 from .collect import OPTIMIZER_ORDER, _ordered
+from .paths import section_heading, section_title
 from .tables import _num, markdown_table
 
 __all__ = [
@@ -183,7 +184,8 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
             )
         lines.append(cells)
     text = [
-        f"# Across datasets ({section}): {len(datasets)} dataset(s), {len(runs)} runs\n",
+        section_heading("Across datasets", section),
+        f"{len(datasets)} dataset(s), {len(runs)} runs.\n",
         "Score of a run: (accuracy − chance) / (best optimizer's mean accuracy − chance) on its dataset, so "
         "1 = the best optimizer's average and 0 = chance; a diverged run scores 0 (runners/outcomes.py). "
         "Mean, median and IQM (mean of the middle 50%) "
@@ -232,7 +234,9 @@ def _critical_difference(means: pd.DataFrame, ranks: pd.Series, out: Path) -> di
     pvalues = sp.posthoc_nemenyi_friedman(means.to_numpy())
     pvalues.index = pvalues.columns = means.columns
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * len(ranks)))
-    sp.critical_difference_diagram(ranks, pvalues, ax=ax)
+    from .palette import colours
+
+    sp.critical_difference_diagram(ranks, pvalues, ax=ax, color_palette=colours(ranks.index))
     ax.set_title("Average rank (1 = best); bars join optimizers not different (Nemenyi, 5%)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "critical_difference.png", dpi=110, bbox_inches="tight")
@@ -250,9 +254,10 @@ def _plot(table: pd.DataFrame, profile: Optional[pd.DataFrame], out: Path, secti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import _colours
+    from .palette import styles
 
-    colour = _colours(table["optimizer"])
+    style = styles([*table["optimizer"], *(profile.columns if profile is not None else [])])
+    colour = {k: v["color"] for k, v in style.items()}
     fig, axes = plt.subplots(1, 2, figsize=(11, 2.5 + 0.4 * len(table)), squeeze=False)
     ax = axes[0, 0]
     for i, r in enumerate(table.itertuples()):
@@ -261,17 +266,28 @@ def _plot(table: pd.DataFrame, profile: Optional[pd.DataFrame], out: Path, secti
     ax.set_yticks(range(len(table)), table["optimizer"])
     ax.invert_yaxis()
     ax.set_xlabel("IQM of normalised score (95% stratified-bootstrap CI)")
+    if len(table) and (table["iqm_high"] - table["iqm_low"]).abs().max() < 1e-12:
+        ax.text(
+            0.5,
+            -0.35,
+            "every interval has zero width: one run per optimizer and dataset leaves nothing to resample",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=8,
+            color="dimgrey",
+        )
     ax.grid(True, axis="x", alpha=0.3)
     ax = axes[0, 1]
     if profile is not None:
         for opt in profile.columns:
-            ax.step(profile.index, profile[opt], where="post", color=colour[opt], label=opt, lw=1.6)
+            s = style[opt]
+            ax.step(profile.index, profile[opt], where="post", color=s["color"], ls=s["linestyle"], label=opt, lw=1.6)
         ax.set_xlabel("τ (accuracy points behind the best)")
         ax.set_ylabel("share of datasets within τ")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8, frameon=False)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"Across datasets ({section})")
+    fig.suptitle(f"Across datasets ({section_title(section)})")
     fig.tight_layout()
     fig.savefig(out / "aggregate.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -14,8 +14,9 @@ from ..atomic import write_json, write_text
 from .aggregate import write_aggregate
 from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, collect
 from .figures import plot_convergence, plot_phase
+from .page import write_page
 from .paper import write_paper_comparison
-from .paths import shown_command, shown_path
+from .paths import section_title, shown_command, shown_path
 from .runs_table import runs_frame, write_runs_table
 from .self_tuning import is_self_tuning, tuned_reference, write_self_tuning
 from .stats import paired_stats, write_stats
@@ -24,7 +25,27 @@ from .time_to_target import write_time_to_target
 from .tunability import write_tunability
 from .tuning import sensitivity, write_sensitivity, write_tuned_table
 
-REFERENCES = ("adamw", "adam")  # the default reference optimizer, then its stand-in
+REFERENCES = ("adamw", "adam")
+# Every file a section can have; each report removes them first, so none is left from an older one.
+SECTION_FILES = tuple(
+    f"{stem}.{ext}"
+    for stem, exts in {
+        "table_final": "csv md tex",
+        "stats": "csv md",
+        "aggregate": "csv md png",
+        "critical_difference": "png",
+        "time_to_target": "csv md",
+        "performance_profile": "png",
+        "convergence": "png pdf",
+        "thermolion_phase": "png",
+        "overhead": "md",
+        "lr_sensitivity": "png md",
+        "tuned_table": "csv md",
+        "tunability": "csv md png",
+        "self_tuning": "csv md png",
+    }.items()
+    for ext in exts.split()
+)  # the default reference optimizer, then its stand-in
 
 
 def reference_of(runs: pd.DataFrame, candidate: str) -> str:
@@ -68,10 +89,12 @@ def build_report(
         if ttt_runs is not None:
             times.append(ttt_runs)
     summary["paper_comparison"] = write_paper_comparison(runs, out, collected.attempts)  # None where none fits
-    table_path = write_runs_table(runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame()), out)
+    frame = runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame())
+    table_path = write_runs_table(frame, out)
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
-    write_text(out / "README.md", _index(results_dir, command, summary, runs, excluded, table_path.name))
+    write_text(out / "README.md", _index(results_dir, out, command, summary, runs, excluded, table_path.name))
+    write_page(out)  # last: it links every file of the folder
     return summary
 
 
@@ -106,6 +129,8 @@ def _section(
 ) -> tuple[dict, Optional[pd.DataFrame]]:
     """One protocol section's files: (its summary, its runs' times to target or None)."""
     pout.mkdir(parents=True, exist_ok=True)
+    for name in SECTION_FILES:  # an earlier report's file this one does not write must not outlive it
+        (pout / name).unlink(missing_ok=True)
     tuned = write_tuned_table(prun, pout, candidate)
     prun = prun[prun["tuned_from"].isna()]  # the tuned re-runs have their own table
     trial = prun["trial"].fillna(0)
@@ -146,9 +171,28 @@ def _section(
         "win_tie_loss": counts,
         "overhead": write_overhead(prun, pout, baseline or reference_of(prun, candidate)),
         "phase_figure": plot_phase(pep, pout, candidate),
+        "curves": mean_curves(pep),  # what convergence.png and thermolion_phase.png draw, for index.html
         "code_versions": prun["code_version"].value_counts().to_dict(),
         "package_mixes": package_mixes(prun["packages"]),
     }, ttt_runs
+
+
+CURVE_COLUMNS = ("eval_acc", "train_loss", "eval_loss", "gate_mean", "gas_fraction", "alignment_rate", "temperature")
+
+
+def mean_curves(epochs: pd.DataFrame) -> list[dict]:
+    """Per (dataset, optimizer, epoch): the mean and std over seeds of each curve column, and the mean
+    step and training seconds at the epoch's end (the x axes of index.html)."""
+    if epochs.empty:
+        return []
+    cols = [c for c in CURVE_COLUMNS if c in epochs and epochs[c].notna().any()]
+    g = epochs.groupby(["dataset", "optimizer", "epoch"])
+    frame = g[cols].mean().add_suffix("_mean").join(g[cols].std(ddof=1).add_suffix("_std"))
+    for x in ("step", "train_time_s"):
+        if x in epochs:
+            frame[x] = g[x].mean()
+    frame = frame.reset_index()
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
 
 
 def _warn_mixes(protocol: str, prun: pd.DataFrame) -> None:
@@ -164,7 +208,13 @@ def _warn_mixes(protocol: str, prun: pd.DataFrame) -> None:
 
 
 def _index(
-    results_dir: Path, command: Optional[str], summary: dict, runs: pd.DataFrame, excluded: list, table_name: str
+    results_dir: Path,
+    out: Path,
+    command: Optional[str],
+    summary: dict,
+    runs: pd.DataFrame,
+    excluded: list,
+    table_name: str,
 ) -> str:
     """The report folder's README.md: what was counted, the diverged runs, the runs without a number, the files."""
     index = [
@@ -190,15 +240,16 @@ def _index(
             markdown_table(["run", "status", "reason"], [[e["run_dir"], e["status"], e["reason"]] for e in excluded])
         )
     index.append(
-        f"\nFiles: `{table_name}` (one row per run), "
+        "\n**`index.html`** is this report as one page (tables, interactive figures, every run, provenance): "
+        "open it in a browser, from disk.\n"
+        f"\nFiles here: `{table_name}` (one row per run), "
         + ("`paper_comparison.md`, " if summary["paper_comparison"] is not None else "")
-        + "`summary.json`, and per "
-        "section `table_final.{csv,md,tex}`, `stats.{csv,md}` (per dataset, paired by seed), "
-        "`aggregate.{md,csv,png}` and `critical_difference.png` (across datasets), "
-        "`time_to_target.{md,csv}` and `performance_profile.png`, `convergence.{png,pdf}`, "
-        "`thermolion_phase.png`, `overhead.md`; where present `lr_sensitivity.{png,md}`, `tuned_table.{md,csv}`, "
-        "`tunability.{png,md,csv}` and `self_tuning.{md,png,csv}` (trainer.schedule=recipe).\n"
+        + "`summary.json`; per section, the files it has (a file is missing where its section lacks what it "
+        "needs, e.g. `critical_difference.png` below 3 datasets):\n",
     )
+    for section in sorted(summary["protocols"]):
+        made = sorted(p.name for p in (out / section).iterdir() if p.is_file()) if (out / section).is_dir() else []
+        index.append(f"- **{section_title(section)}** (`{section}/`): " + ", ".join(f"`{name}`" for name in made))
     return "\n".join(index)
 
 
@@ -236,6 +287,13 @@ def main(argv=None) -> int:
         )
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an unwritable or full --out: one line, not a traceback
+        print(
+            f"report: cannot write the report to {out} ({err.strerror or err}: {err.filename or out}); "
+            "choose a writable folder with --out",
+            file=sys.stderr,
+        )
         return 2
     print(f"report: {summary['complete_runs']} counted run(s), {len(summary['excluded'])} without a number -> {out}")
     return 0

@@ -183,6 +183,7 @@ def _settings(cfg: dict, info: dict) -> dict:
             )
         ),
         "search_space": cfg.get("search_space"),
+        "search_space_sha": cfg.get("search_space_sha"),
         "optimizer_config": json.dumps({k: v for k, v in cfg["optimizer"].items() if k != "name"}, sort_keys=True),
         "code_version": info.get("code_version") or "unrecorded",
         "packages": packages_of(info),

@@ -7,18 +7,34 @@ from pathlib import Path
 import pandas as pd
 
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+from .palette import styles
+from .paths import section_title
 
 
-def _colours(optimizers) -> dict:
-    import matplotlib
+def draw(ax, x, y, style: dict, label: str, lw: float = 1.6, **kw):
+    """One line in its optimizer's style; markers only every few points, so that a long curve stays a line
+    (and every point of a curve of three or fewer, where a line alone could hide a point)."""
+    n = len(x)
+    marker = style["marker"] or ("o" if n <= 3 else None)
+    return ax.plot(
+        x,
+        y,
+        color=style["color"],
+        linestyle=style["linestyle"],
+        marker=marker,
+        markevery=max(1, n // 8),
+        ms=4,
+        lw=lw,
+        label=label,
+        **kw,
+    )
 
-    # One colour per optimizer in every figure of every report: tab10 in the paper's order,
-    # ThermoLion in black so that it stands out, then the remaining entries and unknown labels.
-    palette = [c for c in matplotlib.colormaps["tab10"].colors] + list(matplotlib.colormaps["Dark2"].colors)
-    others = [o for o in OPTIMIZER_ORDER if o != "thermolion"]
-    fixed = {"thermolion": "black", **{name: palette[i % len(palette)] for i, name in enumerate(others)}}
-    extra = [o for o in optimizers if o not in fixed]
-    return {**fixed, **{o: palette[(len(others) + i) % len(palette)] for i, o in enumerate(extra)}}
+
+def integer_ticks(ax) -> None:
+    """Whole epochs only: a short run would otherwise show ticks at 1.2, 1.4, ..."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _grid(n: int, rows_per: int = 1):
@@ -55,7 +71,7 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
 
     datasets = _ordered(epochs["dataset"], DATASET_ORDER)
     optimizers = _ordered(epochs["optimizer"], OPTIMIZER_ORDER)
-    colour = _colours(optimizers)
+    style = styles(optimizers)
     fig, axes, cols = _grid(len(datasets), rows_per=2)
     acc_label = "train-subset accuracy (%)" if protocol.startswith("paper") else "eval accuracy (%)"
     for k, dataset in enumerate(datasets):
@@ -67,10 +83,9 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
             for ax, col in ((ax_loss, "train_loss"), (ax_acc, "eval_acc")):
                 g = sub.groupby("epoch")[col]
                 mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-                marker = "o" if len(mean) <= 3 else None  # a one-epoch run is a single point: draw it
-                ax.plot(mean.index, mean.values, color=colour[opt], label=opt, lw=1.6, marker=marker)
+                draw(ax, mean.index, mean.values, style[opt], opt)
                 ax.fill_between(
-                    mean.index, (mean - std).values, (mean + std).values, color=colour[opt], alpha=0.18, lw=0
+                    mean.index, (mean - std).values, (mean + std).values, color=style[opt]["color"], alpha=0.14, lw=0
                 )
         ax_loss.set_yscale("log")
         ax_loss.set_title(f"{dataset}: training loss", fontsize=11)
@@ -80,6 +95,7 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
         ax_acc.set_xlabel("epoch")
         for ax in (ax_loss, ax_acc):
             ax.grid(True, alpha=0.3)
+            integer_ticks(ax)
     for k in range(len(datasets), axes.shape[1] * (axes.shape[0] // 2)):
         axes[2 * (k // cols), k % cols].set_visible(False)
         axes[2 * (k // cols) + 1, k % cols].set_visible(False)
@@ -88,7 +104,7 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
         axes,
         axes.size,
         cols,
-        f"Convergence ({protocol} protocol): mean ± std over seeds",
+        f"Convergence ({section_title(protocol)}): mean ± std over seeds",
         [out / "convergence.png", out / "convergence.pdf"],
         bottom=0.06,
     )
@@ -115,23 +131,25 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
         return False
     datasets = _ordered(sub["dataset"], DATASET_ORDER)
     fig, axes, cols = _grid(len(datasets))
-    styles = ["-", "--", ":", "-."]
-    colour = _colours(sub["optimizer"].unique())
+    # Colour names the diagnostic (four series), line style the ThermoLion variant.
+    series_colour = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+    variant = styles(_ordered(sub["optimizer"], OPTIMIZER_ORDER))
     for k, dataset in enumerate(datasets):
         ax = axes[k // cols, k % cols]
         for opt in _ordered(sub["optimizer"], OPTIMIZER_ORDER):
             d = sub[(sub["dataset"] == dataset) & (sub["optimizer"] == opt)]
             if d.empty:
                 continue
-            for (col, label), ls in zip(PHASE_COLUMNS, styles):
+            for (col, label), colour in zip(PHASE_COLUMNS, series_colour):
                 mean = d.groupby("epoch")[col].mean()
-                marker = "o" if len(mean) <= 3 else None
-                ax.plot(mean.index, mean.values, ls, color=colour[opt], lw=1.6, label=f"{label} [{opt}]", marker=marker)
+                shown = label if len(variant) == 1 else f"{label} [{opt}]"
+                draw(ax, mean.index, mean.values, {**variant[opt], "color": colour}, shown)
         ax.set_title(dataset, fontsize=11)
         ax.set_xlabel("epoch")
         ax.set_ylabel("per-epoch mean (0..1)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
+        integer_ticks(ax)
     _finish_grid(
         fig,
         axes,

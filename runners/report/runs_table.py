@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import write_bytes, write_text
+from .collect import hardware_of, packages_of
 from .paths import PATH_COLUMNS, shown_path
 
 __all__ = ["runs_frame", "write_runs_table"]
@@ -56,6 +57,8 @@ def runs_frame(records: list[dict], times: pd.DataFrame) -> pd.DataFrame:
             "reason": rec.get("reason"),
             "error": info.get("error"),
             "code_version": info.get("code_version") or "unrecorded",
+            "packages": packages_of(info),
+            "hardware": hardware_of(info.get("environment") or {}),
             "fingerprint": info.get("fingerprint"),
             "started": info.get("started"),
             "finished": info.get("finished"),

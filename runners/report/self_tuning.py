@@ -29,7 +29,8 @@ import pandas as pd  # noqa: E402
 from ..atomic import write_text  # noqa: E402
 from .aggregate import N_BOOT, iqm, probability_of_improvement, scores, stratified_bootstrap_ci  # noqa: E402
 from .collect import OPTIMIZER_ORDER, _ordered  # noqa: E402
-from .figures import _colours  # noqa: E402
+from .palette import styles  # noqa: E402
+from .paths import section_heading, section_title  # noqa: E402
 from .tables import markdown_table  # noqa: E402
 from .time_to_target import TAU_MAX, benchmark_score, performance_ratios, profile, run_times, targets  # noqa: E402
 
@@ -125,7 +126,7 @@ def _markdown(table, score, target_of, candidate, reference, section, verdict) -
     if tuned_col in table:
         header.append(f"− tuned {reference} (points)")
     text = [
-        f"# Self-tuning ({section}): every optimizer at its published defaults\n",
+        section_heading("Self-tuning, every optimizer at its published defaults", section),
         "One fixed configuration per optimizer for every dataset (AlgoPerf's self-tuning ruleset), each with "
         "its own published schedule (trainer.schedule=recipe). Score of a run: (accuracy − chance) / (best "
         "optimizer's mean − chance) on its dataset, a diverged run 0; IQM = mean of the middle 50% of the "
@@ -223,7 +224,8 @@ def _verdict(table, score, candidate, datasets, tuned, reference) -> str:
 
 
 def _plot(table, ratios, score, optimizers, candidate, out: Path, section: str) -> None:
-    colour = _colours(optimizers)
+    style = styles(optimizers)
+    colour = {k: v["color"] for k, v in style.items()}
     pooled = table[table["scope"] == ALL].set_index("optimizer").reindex(optimizers)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     y = np.arange(len(optimizers))
@@ -247,11 +249,18 @@ def _plot(table, ratios, score, optimizers, candidate, out: Path, section: str) 
         taus = np.linspace(1.0, TAU_MAX, 301)
         prof = profile(ratios, taus)
         for o in _ordered(prof.columns, optimizers):
-            ax.step(taus, prof[o], where="post", color=colour[o], label=f"{o} ({score.get(o, np.nan):.2f})")
+            ax.step(
+                taus,
+                prof[o],
+                where="post",
+                color=colour[o],
+                ls=style[o]["linestyle"],
+                label=f"{o} ({score.get(o, np.nan):.2f})",
+            )
         ax.legend(fontsize=7, loc="lower right")
     ax.set(xlabel="τ (steps to target / fastest)", ylabel="share of datasets", ylim=(-0.02, 1.02))
     ax.set_title("time-to-target profile (AlgoPerf score)")
-    fig.suptitle(f"Self-tuning, published defaults ({section})")
+    fig.suptitle(f"Self-tuning, published defaults ({section_title(section)})")
     fig.tight_layout()
     fig.savefig(out / "self_tuning.png", dpi=120)
     plt.close(fig)

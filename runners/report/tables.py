@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+from .paths import section_heading, section_title
 
 UNCOUNTED = ("failed", "interrupted", "running", "unreadable")  # attempted, with no number (runners.outcomes)
 
@@ -147,7 +148,7 @@ def write_final_tables(
     )
     datasets, optimizers, rows = _wide(table, ("**", "**"))
     md = (
-        f"# Final {what}, %, mean ± std over seeds ({protocol} protocol)\n\n"
+        section_heading(f"Final {what}, %, mean ± std over seeds", protocol) + "\n"
         "Each cell: the mean over its counted runs, a diverged run at chance (100 / classes), then "
         "(done / attempted) and every run that is not done; `chance`: every counted run diverged; `–`: "
         f"none finished. Best per row in bold. {code_versions_note(versions)}{packages_note(packages)}"
@@ -172,7 +173,10 @@ def write_final_tables(
         for d, r in zip(datasets, tex_rows)
     ]
     tex += [r"\bottomrule", r"\end{tabular}"]
-    write_text(out / "table_final.tex", f"% Final {what} (%), {protocol} protocol\n" + "\n".join(tex) + "\n")
+    write_text(
+        out / "table_final.tex",
+        f"% Final {what} (%), {section_title(protocol)} (section {protocol})\n" + "\n".join(tex) + "\n",
+    )
 
 
 def write_overhead(runs: pd.DataFrame, out: Path, baseline: str) -> dict:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..atomic import write_text
 from .collect import OPTIMIZER_ORDER, _ordered
+from .paths import section_heading, section_title
 from .tables import markdown_table
 
 __all__ = [
@@ -111,7 +112,7 @@ def write_time_to_target(
     if not target_of:
         write_text(
             out / "time_to_target.md",
-            f"# Time to target ({section})\n\nNo target: the reference optimizer "
+            section_heading("Time to target", section) + "\nNo target: the reference optimizer "
             f"{reference!r} has no runs here (python -m runners.report --target-reference NAME, or --target ACC).\n",
         )
         return None, pd.DataFrame()
@@ -144,7 +145,7 @@ def write_time_to_target(
     what = "every few steps (evals.csv)" if times.attrs["fine"] else "at the end of each epoch"
     source = f"{fixed:g}% on every dataset" if fixed is not None else f"the median final accuracy of {reference}"
     text = [
-        f"# Time to target ({section})\n",
+        section_heading("Time to target", section),
         f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
         "the target; a diverged run's is infinite. Cells: median over seeds (steps, training seconds) and "
         "how many seeds reached it. "
@@ -175,19 +176,28 @@ def _plot(prof: pd.DataFrame, score: pd.Series, out: Path, section: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import _colours
+    from .palette import styles
 
-    colour = _colours(prof.columns)
+    style = styles(prof.columns)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for opt in _ordered(prof.columns, OPTIMIZER_ORDER):
-        ax.step(prof.index, prof[opt], where="post", color=colour[opt], lw=1.6, label=f"{opt} ({score[opt]:.2f})")
+        s = style[opt]
+        ax.step(
+            prof.index,
+            prof[opt],
+            where="post",
+            color=s["color"],
+            ls=s["linestyle"],
+            lw=1.6,
+            label=f"{opt} ({score[opt]:.2f})",
+        )
     ax.set_xlabel("τ (time-to-target ratio to the fastest, in steps)")
     ax.set_ylabel("share of datasets with ratio ≤ τ")
     ax.set_xlim(1, TAU_MAX)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False, title="benchmark score", title_fontsize=8)
-    ax.set_title(f"Performance profile ({section})")
+    ax.set_title(f"Performance profile ({section_title(section)})")
     fig.tight_layout()
     fig.savefig(out / "performance_profile.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

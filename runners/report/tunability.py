@@ -22,6 +22,8 @@ import pandas as pd
 
 from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+from .paths import section_heading, section_title
+from .spaces import by_space
 from .tables import markdown_table
 
 __all__ = ["expected_max", "expected_max_curve", "write_tunability", "N_BOOT"]
@@ -80,7 +82,11 @@ def _spaces(runs: pd.DataFrame) -> list[str]:
 
     lines = []
     for opt, path in sorted(
-        runs.dropna(subset=["search_space"]).groupby("optimizer_name")["search_space"].first().items()
+        runs[runs["trial"] > 0]
+        .dropna(subset=["search_space"])
+        .groupby("optimizer_name")["search_space"]
+        .first()
+        .items()
     ):
         try:
             params = yaml.safe_load(_readable(Path(path)).read_text())["params"]
@@ -97,6 +103,7 @@ def _spaces(runs: pd.DataFrame) -> list[str]:
 
 def write_tunability(runs: pd.DataFrame, out: Path, section: str, candidate: str) -> Optional[dict]:
     """tunability.{png,md,csv} from runs with a trial index (trial 0 = defaults)."""
+    runs = by_space(runs)
     per_trial = (
         runs.groupby(["dataset", "optimizer_name", "trial"])["final_eval_acc"]
         .mean()
@@ -155,10 +162,19 @@ def trials_to_match(curves: dict, candidate: str) -> dict:
     dataset (None: not within its trials); absent where the dataset has no candidate curve."""
     kstar = {}
     for (dataset, opt), (curve, _, _, default) in curves.items():
-        ref = curves.get((dataset, candidate))
-        if ref is not None and opt != candidate:
+        ref = next((curves[(dataset, c)] for c in _labels_of(candidate, curves) if (dataset, c) in curves), None)
+        if ref is not None and not _is_candidate(opt, candidate):
             kstar[(dataset, opt)] = _k_star(curve, default, ref[3])
     return kstar
+
+
+def _is_candidate(label: str, candidate: str) -> bool:
+    """The candidate itself, or the candidate under one of several search spaces (``by_space``)."""
+    return label == candidate or label.startswith(candidate + " [")
+
+
+def _labels_of(candidate: str, curves: dict) -> list[str]:
+    return sorted({o for _, o in curves if _is_candidate(o, candidate)})
 
 
 def _markdown(runs, section, candidate, curves, kstar, self_tuned, table, datasets, optimizers) -> str:
@@ -183,13 +199,14 @@ def _markdown(runs, section, candidate, curves, kstar, self_tuned, table, datase
                 ]
             )
     text = [
-        f"# Tunability ({section}): validation accuracy (%)\n",
+        section_heading("Tunability, validation accuracy (%)", section),
         "Trial 0 is each optimizer's default configuration; trials 1..N are points of its declared search "
         "space (scrambled Sobol). E[best of k]: the expected best validation accuracy after k random trials "
         "(exact estimator over all size-k subsets, Dodge et al. 2019); `tunability.png` shows it for every k "
         f"with a bootstrap band ({N_BOOT} resamples of the trials) and each default as a dashed line. "
         f"k*: the random trials a baseline needs to match {candidate}'s defaults (0: its own defaults already do; "
-        "ties count as a match). "
+        "ties count as a match). Best of N is over the sampled trials only, so a negative "
+        "'best of N − default' means no sampled trial reached the defaults. "
         f"Trials per optimizer: {', '.join(f'{o} {int(n)}' for o, n in budgets.items())}"
         + (" (equal)." if budgets.nunique() == 1 else " (**unequal budgets**)."),
         "",
@@ -201,16 +218,27 @@ def _markdown(runs, section, candidate, curves, kstar, self_tuned, table, datase
                 "E[best of 1]",
                 "E[best of 4]",
                 "best of N",
-                "tuning gain",
+                "best of N − default",
                 f"k* (to {candidate}'s default)",
             ],
             summary_rows,
         ),
         "\n## Self-tuning (one configuration for every dataset, AlgoPerf style)\n",
-        "For each optimizer, the trial with the best mean validation rank across the datasets, against "
-        "per-dataset tuning (best of N on each dataset) and the defaults.\n",
+        "For each optimizer, the configuration with the best mean validation rank across the datasets, chosen "
+        "among its defaults (trial 0) and its N trials, against per-dataset tuning (the best of the same "
+        "candidates on each dataset) and the defaults. Every number is validation accuracy, the split the "
+        "choice is made on, so the tuned columns are optimistic; held-out test accuracy of a choice comes from "
+        "re-running it (`python -m runners.tuning`). A self-tuned value below the defaults on one dataset is "
+        "the price of one configuration for all of them.\n",
         markdown_table(
-            ["optimizer", "chosen trial", "dataset", "defaults", "self-tuned", "per-dataset tuned"],
+            [
+                "optimizer",
+                "chosen trial",
+                "dataset",
+                "defaults (val)",
+                "self-tuned (val)",
+                "per-dataset tuned (val)",
+            ],
             [
                 [
                     r["optimizer"],
@@ -239,10 +267,12 @@ def _self_tuning(per_trial: pd.DataFrame) -> list[dict]:
     out = []
     for opt, g in per_trial.groupby("optimizer"):
         wide = g.pivot_table(index="trial", columns="dataset", values="final_eval_acc")
-        searched = wide[wide.index > 0].dropna()
-        if searched.empty:
+        # The candidates are every trial run on all datasets, the defaults (trial 0) among them: a tuner
+        # that keeps its defaults when nothing beats them never reports a pick below them on average.
+        candidates = wide.dropna()
+        if not (candidates.index > 0).any():
             continue
-        chosen = int(searched.rank(ascending=False).mean(axis=1).idxmin())
+        chosen = int(candidates.rank(ascending=False).mean(axis=1).idxmin())
         for dataset in wide.columns:
             out.append(
                 {
@@ -251,7 +281,7 @@ def _self_tuning(per_trial: pd.DataFrame) -> list[dict]:
                     "dataset": dataset,
                     "default": float(wide.loc[0, dataset]) if 0 in wide.index else math.nan,
                     "self_tuned": float(wide.loc[chosen, dataset]),
-                    "per_dataset": float(searched[dataset].max()),
+                    "per_dataset": float(candidates[dataset].max()),
                 }
             )
     return out
@@ -259,31 +289,12 @@ def _self_tuning(per_trial: pd.DataFrame) -> list[dict]:
 
 def _verdict(curves, kstar, candidate, datasets, optimizers) -> str:
     lines = []
-    gains = {d: curves[(d, candidate)][0][-1] - curves[(d, candidate)][3] for d in datasets if (d, candidate) in curves}
-    gains = {d: g for d, g in gains.items() if not math.isnan(g)}
-    if gains:
-        each = ", ".join(f"{d} {g:+.2f}" for d, g in gains.items())
-        worst = max(gains, key=gains.get)
-        if gains[worst] > GAIN_POINTS:
-            lines.append(
-                f"- Tuning {candidate} itself pays: its best of N beats its defaults by {gains[worst]:.2f} "
-                f"points on {worst} (best of N minus defaults: {each}). Its defaults are not the end of the "
-                "road, so **it is not hyperparameter-free here**."
-            )
-        elif gains[worst] > 0:
-            lines.append(
-                f"- Tuning {candidate} adds at most {gains[worst]:.2f} points over its defaults ({each}): its "
-                "defaults are close to its best in this space."
-            )
-        else:
-            lines.append(
-                f"- No trial of {candidate} beats its defaults: its best of N is at or below them on every "
-                f"dataset ({each})."
-            )
+    for label in _labels_of(candidate, curves):
+        lines += _own_gain(curves, label, datasets)
     for opt in optimizers:
-        if opt == candidate:
+        if _is_candidate(opt, candidate):
             continue
-        ks = {d: kstar.get((d, opt)) for d in datasets if (d, opt) in curves and (d, candidate) in curves}
+        ks = {d: kstar.get((d, opt)) for d in datasets if (d, opt) in kstar}
         if not ks:
             continue
         already = [d for d, k in ks.items() if k == 0]
@@ -313,9 +324,10 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
 
     matplotlib.use("Agg")
 
-    from .figures import _colours, _finish_grid, _grid
+    from .figures import _finish_grid, _grid, draw
+    from .palette import styles
 
-    colour = _colours(optimizers)
+    style = styles(optimizers)
     fig, axes, cols = _grid(len(datasets))
     for i, dataset in enumerate(datasets):
         ax = axes[i // cols, i % cols]
@@ -324,10 +336,10 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
                 continue
             curve, low, high, default = curves[(dataset, opt)]
             ks = np.arange(1, len(curve) + 1)
-            ax.plot(ks, curve, color=colour[opt], lw=1.8, label=opt)
-            ax.fill_between(ks, low, high, color=colour[opt], alpha=0.15, lw=0)
+            draw(ax, ks, curve, style[opt], opt, lw=1.8)
+            ax.fill_between(ks, low, high, color=style[opt]["color"], alpha=0.15, lw=0)
             if not math.isnan(default):
-                ax.axhline(default, color=colour[opt], ls="--", lw=1.1)
+                ax.axhline(default, color=style[opt]["color"], ls=(0, (2, 2)), lw=1.1)
         ax.set_title(dataset, fontsize=11)
         ax.set_xlabel("trials k")
         ax.set_ylabel("expected best validation accuracy (%)")
@@ -338,6 +350,33 @@ def _plot(curves, datasets, optimizers, out: Path, section: str) -> None:
         axes,
         len(datasets),
         cols,
-        f"Tunability ({section}); dashed: each optimizer's defaults",
+        f"Tunability ({section_title(section)}); dashed: each optimizer's defaults",
         [out / "tunability.png"],
     )
+
+
+def _own_gain(curves, candidate, datasets) -> list[str]:
+    """The verdict line on what tuning gains the candidate (under one search space) over its defaults."""
+    lines = []
+    gains = {d: curves[(d, candidate)][0][-1] - curves[(d, candidate)][3] for d in datasets if (d, candidate) in curves}
+    gains = {d: g for d, g in gains.items() if not math.isnan(g)}
+    if gains:
+        each = ", ".join(f"{d} {g:+.2f}" for d, g in gains.items())
+        worst = max(gains, key=gains.get)
+        if gains[worst] > GAIN_POINTS:
+            lines.append(
+                f"- Tuning {candidate} itself pays: its best of N beats its defaults by {gains[worst]:.2f} "
+                f"points on {worst} (best of N minus defaults: {each}). Its defaults are not the end of the "
+                "road, so **it is not hyperparameter-free here**."
+            )
+        elif gains[worst] > 0:
+            lines.append(
+                f"- Tuning {candidate} adds at most {gains[worst]:.2f} points over its defaults ({each}): its "
+                "defaults are close to its best in this space."
+            )
+        else:
+            lines.append(
+                f"- No trial of {candidate} beats its defaults: its best of N is at or below them on every "
+                f"dataset ({each})."
+            )
+    return lines

@@ -11,8 +11,9 @@ import pandas as pd
 
 from ..atomic import write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
-from .figures import _colours, _finish_grid, _grid
-from .paths import shown_path
+from .figures import _finish_grid, _grid, draw
+from .palette import styles
+from .paths import section_heading, section_title, shown_path
 from .stats import paired_stats
 from .tables import _num, _wide, code_versions_note, final_table, markdown_table
 
@@ -73,7 +74,7 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
 
     datasets = _ordered(curves["dataset"], DATASET_ORDER)
     optimizers = _ordered(curves["optimizer_name"], OPTIMIZER_ORDER)
-    colour = _colours(optimizers)
+    style = styles(optimizers)
     fig, axes, cols = _grid(len(datasets))
     robust = []
     for k, dataset in enumerate(datasets):
@@ -83,8 +84,8 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
             if c.empty:
                 continue
             std = c["std"].fillna(0.0)
-            ax.plot(c["lr"], c["mean"], "o-", color=colour[opt], label=opt, lw=1.6, ms=4)
-            ax.fill_between(c["lr"], c["mean"] - std, c["mean"] + std, color=colour[opt], alpha=0.18, lw=0)
+            draw(ax, c["lr"], c["mean"], {**style[opt], "marker": style[opt]["marker"] or "o"}, opt)
+            ax.fill_between(c["lr"], c["mean"] - std, c["mean"] + std, color=style[opt]["color"], alpha=0.14, lw=0)
             robust.append(
                 {
                     "dataset": dataset,
@@ -104,7 +105,7 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
         axes,
         len(datasets),
         cols,
-        f"Learning-rate sensitivity ({protocol}): mean ± std over seeds",
+        f"Learning-rate sensitivity ({section_title(protocol)}): mean ± std over seeds",
         [out / "lr_sensitivity.png"],
     )
 
@@ -123,7 +124,7 @@ def write_sensitivity(curves: pd.DataFrame, out: Path, protocol: str, candidate:
         for r in df.itertuples()
     ]
     text = [
-        f"# Learning-rate sensitivity ({protocol})\n",
+        section_heading("Learning-rate sensitivity", protocol),
         f"Robustness: the width, in decades, of the lr interval around each optimizer's best lr where "
         f"its mean accuracy stays within {WITHIN_POINTS:g} point of that best (linear interpolation in "
         "log lr between grid points; ≥ where the interval reaches the end of the grid).\n",

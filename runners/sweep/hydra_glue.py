@@ -35,6 +35,20 @@ def record_status(sweep_dir: str, job_num: int, record: dict) -> None:
     write_json(Path(sweep_dir) / "status" / f"{job_num}.json", record)
 
 
+def print_final_tables(out: Path, summary: dict) -> None:
+    """Each section's final table as ``table_final.md`` has it: mean ± std per optimizer and dataset, with
+    the counts (done / attempted)."""
+    from ..report.paths import section_title
+
+    for section in sorted(summary.get("protocols", {})):
+        path = out / section / "table_final.md"
+        if not path.exists():
+            continue
+        rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
+        print(f"\nfinal table, {section_title(section)} ({path}):")
+        print("\n".join(rows))
+
+
 class SweepSummary(Callback):
     """Summarise the sweep's jobs, write the report of its results folder, fail if any job failed.
 
@@ -97,8 +111,9 @@ class SweepSummary(Callback):
             out = Path(config.results_dir) / "report"
             try:
                 command = shlex.join(["python", "run.py", "-m", *config.hydra.overrides.task])
-                build_report(Path(config.results_dir), out, command=command)
-                print(f"report written to {out}")
+                summary = build_report(Path(config.results_dir), out, command=command)
+                print_final_tables(out, summary)
+                print(f"report written to {out} (its README.md lists every file)")
             except ReportError as err:
                 print(f"no report: {err}", file=sys.stderr)
         if failed:

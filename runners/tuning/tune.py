@@ -33,9 +33,10 @@ from thermolion import OPTIMIZERS, get_spec
 from ..atomic import write_json
 from ..report import ReportError, collect_runs
 from ..report.paths import shown_command
+from ..report.spaces import space_keys
 from ..train.settings import DataConfig, TrainerConfig
 
-__all__ = ["select_configs", "rerun_seeds", "main"]
+__all__ = ["mixed_spaces", "select_configs", "rerun_seeds", "main"]
 
 RULE = (
     "highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the configuration whose lr "
@@ -54,6 +55,19 @@ def _tuning_runs(results_dir: Path) -> pd.DataFrame:
             "run the tuning sweep first: python run.py +experiment=lr_sensitivity"
         )
     return runs
+
+
+def mixed_spaces(runs: pd.DataFrame) -> str:
+    """'' when each optimizer's sampled trials come from one search space, else which ones mix."""
+    if "trial" not in runs or "search_space" not in runs:
+        return ""
+    sampled = runs[runs["trial"] > 0]
+    keys = sampled.assign(space=space_keys(sampled)).groupby("optimizer_name")["space"].unique()
+    return "; ".join(
+        f"{opt}'s trials come from {len(k)} search spaces ({', '.join(sorted(k))})"
+        for opt, k in keys.items()
+        if len(k) > 1
+    )
 
 
 def select_configs(runs: pd.DataFrame) -> dict:
@@ -138,6 +152,14 @@ def main(argv=None) -> int:
         runs = _tuning_runs(args.results_dir)
     except ReportError as err:
         print(f"tune: {err}", file=sys.stderr)
+        return 2
+    mixed = mixed_spaces(runs)
+    if mixed:
+        print(
+            f"tune: {mixed}: their trials are different configurations, not seeds of one; tune each space in "
+            "its own results_dir",
+            file=sys.stderr,
+        )
         return 2
     sel = select_configs(runs)
     sizes = {(b["configs"], b["runs"]) for per in sel["budget"].values() for b in per.values()}

@@ -1,0 +1,84 @@
+"""Every run of a command checked before Hydra starts anything.
+
+A sweep is expanded the way Hydra's basic sweeper expands it (an experiment's ``hydra.sweeper.params``
+first, then the command's overrides) and each job's config goes through ``RunConfig.from_dict``: one
+bad job refuses the whole sweep before its first run trains, and a refused command leaves no folder
+behind (not even Hydra's own ``.hydra/runs/<time>``). ``runners.status`` lists a sweep's planned runs
+through the same expansion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["sweep_jobs", "check_command"]
+
+# Hydra's own flags: with any of these the command is not a plain run or sweep, and Hydra handles it.
+_MULTIRUN = ("-m", "--multirun")
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job of ``run.py -m <overrides>``, in launch order."""
+    return _plan(overrides, multirun=True)[1]
+
+
+def _plan(overrides: list[str], multirun: bool) -> tuple[bool, list[list[str]]]:
+    """(whether the command is a sweep, each job's overrides). An experiment that sets
+    ``hydra.mode: MULTIRUN`` makes a sweep without ``-m``."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .compose import CONF_DIR
+
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # the experiment's own sweep
+        hydra_cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra
+    if not (multirun or getattr(hydra_cfg.get("mode"), "name", None) == "MULTIRUN"):
+        return False, [list(overrides)]
+    params = hydra_cfg.sweeper.get("params")
+    expanded = parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()] + overrides)
+    return True, [list(job) for job in BasicSweeper.split_arguments(expanded, None)[0]]
+
+
+def check_command(argv: list[str]) -> Optional[str]:
+    """Why ``python run.py <argv>`` must not start (one line), or None when every run is valid.
+
+    Commands with Hydra's own flags (``--help``, ``--cfg``, ``-cd`` ...) are left to Hydra, as are
+    overrides Hydra itself rejects (its message is one line too)."""
+    multirun = any(a in _MULTIRUN for a in argv)
+    overrides = [a for a in argv if a not in _MULTIRUN]
+    if any(a.startswith("-") for a in overrides):
+        return None
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config import ConfigError, RunConfig
+
+    try:
+        multirun, jobs = _plan(overrides, multirun)
+        configs = _compose_all(jobs)
+    except (HydraException, OmegaConfBaseException):
+        return None  # Hydra says what is wrong with its own grammar when it parses the command
+    for i, (job, cfg) in enumerate(zip(jobs, configs)):
+        try:
+            RunConfig.from_dict(cfg)
+        except ConfigError as err:
+            if not multirun:
+                return f"invalid config: {err}"
+            shown = " ".join(o for o in job if not o.startswith("hydra")) or "(no overrides)"
+            return f"invalid config in job {i} of {len(jobs)} ({shown}): {err}; no run of this sweep was started"
+    return None
+
+
+def _compose_all(jobs: list[list[str]]) -> list[dict]:
+    """Each job's resolved config as ``run.py`` receives it, composed under one Hydra initialisation."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from .compose import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR)), version_base="1.3"):
+        return [OmegaConf.to_container(compose(config_name="config", overrides=job), resolve=True) for job in jobs]
