@@ -5,7 +5,8 @@
 Writes --runs complete run folders (run.json, metrics.csv, DONE in the trainer's format) spread over
 the 12 paper datasets x 9 paper optimizers x as many seeds as needed, with plausible learning curves,
 then times ``python -m runners.report <folder>`` in a fresh process (imports included). The goal
-10,000 runs of 12 epochs in under 60 s on 2 cores.
+10,000 runs of 12 epochs in under 60 s on 2 cores. Then the page alone (``runners.report.page``), its size,
+and where Debian's chromium and chromedriver are installed, how long it takes to open with every figure drawn.
 """
 
 from __future__ import annotations
@@ -100,6 +101,42 @@ def main() -> None:
         sys.exit(f"the report failed:\n{proc.stderr}")
     print(proc.stdout.strip())
     print(f"report: {seconds:.1f} s for {args.runs} runs (goal: under 60 s on 2 cores for 10,000)")
+    out = args.folder / "report"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runners.report.page", str(out)], cwd=ROOT, capture_output=True, check=True)
+    page = out / "index.html"
+    print(
+        f"index.html alone: {time.perf_counter() - t0:.1f} s (imports included), {page.stat().st_size / 2**20:.1f} MiB"
+    )
+    opened = open_seconds(page)
+    if opened is not None:
+        print(f"index.html in headless Chromium: {opened:.1f} s from navigation to every figure drawn (goal: a few)")
+
+
+def open_seconds(page: Path):
+    """Seconds from navigation until every figure of ``page`` is drawn, in Debian's headless Chromium
+    (None when chromium, chromedriver or selenium is missing)."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        return None
+    if not chromium or not driver_path:
+        return None
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        t0 = time.perf_counter()
+        driver.get(page.as_uri())  # returns once the page and its scripts have loaded
+        ready = "return Array.from(document.querySelectorAll('.js-plotly-plot')).every(function(g){return !!g._fullLayout;})"
+        while not driver.execute_script(ready):
+            time.sleep(0.05)
+        return time.perf_counter() - t0
+    finally:
+        driver.quit()
 
 
 if __name__ == "__main__":

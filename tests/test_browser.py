@@ -30,7 +30,13 @@ def browser():
         pytest.skip("Debian's chromium and chromium-driver are needed: make test-browser installs them")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800", "--allow-file-access-from-files"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1800",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
@@ -88,13 +94,17 @@ def test_a_fresh_report_page_draws_every_figure_and_a_legend_click_hides_its_opt
     browser.find_element(By.CSS_SELECTOR, f"#{gd} .legend .traces .legendtoggle").click()  # a real click
     time.sleep(1.0)  # Plotly waits out its double-click delay before it toggles
     hidden = browser.execute_script(
-        f"var gd = document.getElementById('{gd}');"
-        "return gd.data.filter(function(t){return t.legendgroup === arguments[0];}).map(function(t){return t.visible;});"
-        .replace("arguments[0]", repr(name))
+        "var name = arguments[1];"
+        "return document.getElementById(arguments[0]).data"
+        ".filter(function(t){return t.legendgroup === name;}).map(function(t){return t.visible;});",
+        gd,
+        name,
     )
     after = browser.execute_script(f"return document.getElementById('{gd}').querySelectorAll('g.trace').length")
     assert len(hidden) == 3 and all(v == "legendonly" for v in hidden), (name, hidden)  # its line and its band
     assert after < before
+    rows = browser.execute_script("return document.querySelectorAll('#runs-body tr.run-row').length")
+    assert rows == 19  # every run folder of the results, drawn from the page's JSON (done, diverged)
 
 
 @pytest.mark.parametrize("page", EXAMPLES, ids=[str(p.parent.relative_to(ROOT)) for p in EXAMPLES])

@@ -1,5 +1,6 @@
 """index.html, the report as one page: read back without a browser here, in a real one in test_browser.py."""
 
+import json
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -20,32 +21,35 @@ class Cells(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.runs, self.final, self.scripts = [], [], []
-        self._row, self._cell, self._in_run_row = None, None, False
+        self.final, self.scripts, self.runs_json = [], [], ""
+        self._cell, self._in_runs = None, False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "tr" and a.get("class") == "run-row":
-            self._row, self._in_run_row = [], True
-        elif tag == "td":
+        if tag == "td":
             self._cell = {"attrs": a, "text": ""}
         elif tag == "script":
             self.scripts.append(a.get("src"))
+            self._in_runs = a.get("id") == "runs-data"
 
     def handle_data(self, data):
         if self._cell is not None:
             self._cell["text"] += data
+        if self._in_runs:
+            self.runs_json += data
 
     def handle_endtag(self, tag):
         if tag == "td" and self._cell is not None:
             if "data-dataset" in self._cell["attrs"]:
                 self.final.append(self._cell["attrs"])
-            if self._in_run_row:
-                self._row.append(self._cell["text"])
             self._cell = None
-        elif tag == "tr" and self._in_run_row:
-            self.runs.append((self._row[0], self._row[1]))
-            self._in_run_row = False
+        elif tag == "script":
+            self._in_runs = False
+
+    @property
+    def runs(self) -> list[tuple[str, str]]:
+        """(run folder, status) of every row the page's runs table draws."""
+        return [(row[0], row[1]) for row in json.loads(self.runs_json)]
 
 
 @pytest.fixture
@@ -84,7 +88,9 @@ def test_the_page_names_every_run_with_its_status_and_its_table_is_table_final(r
 
 def test_the_page_works_offline_and_rebuilds_from_the_folder_alone(report):
     page = (report / "index.html").read_text()
-    assert _parse(report / "index.html").scripts[0] == "plotly.min.js" and (report / "plotly.min.js").stat().st_size > 1e6
+    assert (
+        _parse(report / "index.html").scripts[0] == "plotly.min.js" and (report / "plotly.min.js").stat().st_size > 1e6
+    )
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://cdn" not in page
     (report / "index.html").unlink()
     proc = subprocess.run(

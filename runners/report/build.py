@@ -14,7 +14,6 @@ from ..atomic import write_json, write_text
 from .aggregate import write_aggregate
 from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, collect
 from .figures import plot_convergence, plot_phase
-from .page import write_page
 from .paper import write_paper_comparison
 from .paths import section_title, shown_command, shown_path
 from .runs_table import runs_frame, write_runs_table
@@ -94,6 +93,8 @@ def build_report(
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
     write_text(out / "README.md", _index(results_dir, out, command, summary, runs, excluded, table_path.name))
+    from .page import write_page  # lazily: `python -m runners.report.page` runs it as a script
+
     write_page(out)  # last: it links every file of the folder
     return summary
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..atomic import write_bytes, write_text
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+from .page_assets import RUNS_JS, SORT_JS, STYLE
 from .page_figures import convergence_figure, fragment, iqm_figure, phase_figure, profile_figure
 from .paths import section_title
 from .tables import _cell, package_mixes
@@ -37,38 +38,6 @@ _INLINE = (
 _VERDICTS = ("aggregate.md", "lr_sensitivity.md", "tunability.md", "self_tuning.md", "time_to_target.md")
 _IMAGES = ("critical_difference.png", "lr_sensitivity.png", "tunability.png", "self_tuning.png")
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;display:flex;color:#222}
-nav{position:sticky;top:0;height:100vh;overflow:auto;min-width:230px;max-width:260px;padding:12px;
-background:#f6f6f6;font-size:14px;box-sizing:border-box}
-nav a{display:block;margin:3px 0;color:#0645ad;text-decoration:none}
-main{padding:12px 28px;max-width:1300px;overflow-x:auto}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
-th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}
-td:first-child,th:first-child{text-align:left}
-td.best{font-weight:bold;background:#e8f5e9}
-.key{color:#777;font-family:monospace;margin-top:-10px}
-.warn{background:#fff3cd;border:1px solid #e0c36b;padding:6px 10px;margin:8px 0}
-.status-done{color:#2e7d32}.status-diverged{color:#c62828}.status-failed,.status-interrupted{color:#ad1457}
-img{max-width:100%;border:1px solid #eee}
-details pre{font-size:11px;max-width:700px;white-space:pre-wrap;text-align:left}
-"""
-
-_SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach(function(th){
-  th.addEventListener('click', function(){
-    var table = th.closest('table'), i = Array.prototype.indexOf.call(th.parentNode.children, th);
-    var rows = Array.from(table.tBodies[0].rows), asc = th.dataset.asc !== '1';
-    function key(r){ var t = r.cells[i].dataset.v || r.cells[i].textContent; var n = parseFloat(t);
-      return isNaN(n) ? t.toLowerCase() : n; }
-    rows.sort(function(a, b){ var x = key(a), y = key(b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
-    rows.forEach(function(r){ table.tBodies[0].appendChild(r); });
-    th.dataset.asc = asc ? '1' : '0';
-  });
-});
-"""
-
 
 def write_page(out: Path) -> Path:
     """Write ``out/index.html`` (and ``out/plotly.min.js`` once) from the report folder's own
@@ -87,10 +56,10 @@ def write_page(out: Path) -> Path:
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in toc)
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>Report: {html.escape(summary['results_dir'])}</title><style>{_STYLE}</style>"
+        f"<title>Report: {html.escape(summary['results_dir'])}</title><style>{STYLE}</style>"
         f"<script src='{PLOTLY_JS}'></script></head><body><nav><b>Contents</b>{nav}</nav><main>"
         + "\n".join(body)
-        + f"</main><script>{_SORT_JS}</script></body></html>\n"
+        + f"</main><script>{SORT_JS}{RUNS_JS}</script></body></html>\n"
     )
     path = out / "index.html"
     write_text(path, page)
@@ -226,8 +195,13 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+INLINE_ROWS = 200  # a longer table (one row per run) is linked, not drawn: runs.parquet and its CSV have it
+
+
 def _csv_table(path: Path) -> str:
     frame = pd.read_csv(path)
+    if len(frame) > INLINE_ROWS:
+        return f"<p>{len(frame)} rows: open <a href='{path.parent.name}/{path.name}'>{path.name}</a>.</p>"
     return _table(list(frame.columns), frame.itertuples(index=False, name=None))
 
 
@@ -251,28 +225,41 @@ def _inline(text: str) -> str:
 
 
 def _runs(runs_table: pd.DataFrame) -> str:
-    """Every run: its status, folder and numbers, its config on demand."""
+    """Every run: its status, folder and numbers, and on a click the settings in which it differs from
+    the runs' common config (shown once). The rows are a JSON array drawn by the page's script, 500 at a
+    time, so that a report of 10,000 runs opens in seconds."""
     config_cols = [c for c in runs_table.columns if c.startswith("config.")]
-    shown = ["dataset", "optimizer", "seed", "final_eval_acc", "best_eval_acc", "epochs"]
-    shown = [c for c in shown if c in runs_table]
-    head = "".join(f"<th>{h}</th>" for h in ["run", "status", *shown, "reason", "config"])
+    common = {}
+    for c in config_cols:
+        values = runs_table[c].dropna()
+        if len(values) and (values == values.iloc[0]).all() and len(values) == len(runs_table):
+            common[c[7:]] = values.iloc[0]
+    shown = [
+        c for c in ("dataset", "optimizer", "seed", "final_eval_acc", "best_eval_acc", "epochs") if c in runs_table
+    ]
     rows = []
     for r in runs_table.to_dict(orient="records"):
-        config = {k[7:]: v for k, v in r.items() if k in config_cols and v is not None and not _nan(v)}
-        cells = [
-            f"<td class='run'>{html.escape(str(r['run_dir']))}</td>",
-            f"<td class='status status-{html.escape(str(r['status']))}'>{html.escape(str(r['status']))}</td>",
-            *(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in shown),
-            f"<td>{html.escape(_fmt(r.get('reason') or r.get('error')))}</td>",
-            f"<td><details><summary>config</summary><pre>{html.escape(json.dumps(config, indent=1, default=str))}"
-            "</pre></details></td>",
-        ]
-        rows.append("<tr class='run-row'>" + "".join(cells) + "</tr>")
+        own = {k[7:]: v for k, v in r.items() if k in config_cols and k[7:] not in common and not _missing(v)}
+        cells = [_fmt(r.get(c)) for c in shown]
+        rows.append([str(r["run_dir"]), str(r["status"]), *cells, _fmt(r.get("reason") or r.get("error")), own])
+    head = "".join(f"<th data-col='{i}'>{h}</th>" for i, h in enumerate(["run", "status", *shown, "reason", "config"]))
+    statuses = "".join(f"<option>{html.escape(s)}</option>" for s in sorted(runs_table["status"].astype(str).unique()))
+    data = json.dumps(rows, default=str).replace("</", "<\\/")
     return (
         "<h2 id='runs'>Runs</h2><p>Every run folder, complete or not (<a href='runs.parquet'>runs.parquet</a> "
-        "has every column). Sort by clicking a header; a failed or diverged run's reason is in its row.</p>"
-        f"<table class='sortable runs'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "has every column). Click a header to sort, a row's <i>config</i> for the settings in which it differs "
+        "from the common config below.</p>"
+        f"<p>status <select id='runs-status'><option value=''>all</option>{statuses}</select> "
+        "<span id='runs-count'></span> <button id='runs-more'>show 500 more</button></p>"
+        f"<table class='runs'><thead><tr>{head}</tr></thead><tbody id='runs-body'></tbody></table>"
+        "<details><summary>the config common to every run</summary>"
+        f"<pre>{html.escape(json.dumps(common, indent=1, default=str))}</pre></details>"
+        f"<script type='application/json' id='runs-data'>{data}</script>"
     )
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _nan(v) -> bool:

@@ -23,8 +23,18 @@ AXES = (("epoch", "epoch"), ("step", "optimizer steps"), ("train_time_s", "train
 
 
 def fragment(fig, div_id: str) -> str:
-    """The figure as a <div> and its script, without the library (the page loads it once)."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+    """The figure (a plotly Figure, or its plain dict) as a <div> and its script, without the library (the
+    page loads it once). Plain dicts skip plotly's validation, most of the cost of a large report."""
+    import plotly.io as pio
+
+    return pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        validate=False,
+        config={"displaylogo": False},
+    )
 
 
 def _line_style(style: dict) -> dict:
@@ -38,17 +48,15 @@ def _rgba(colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def convergence_figure(curves: pd.DataFrame, dataset: str):
+def convergence_figure(curves: pd.DataFrame, dataset: str) -> dict:
     """Mean over seeds with a ±1 std band per optimizer (``summary.json``'s curves); menus switch the
-    metric and the x axis."""
-    import plotly.graph_objects as go
-
+    metric and the x axis. A plain figure dict (see ``fragment``)."""
     sub = curves[curves["dataset"] == dataset].sort_values("epoch")
     optimizers = _ordered(sub["optimizer"], OPTIMIZER_ORDER)
     style = styles(optimizers)
     metrics = [(m, label) for m, label in METRICS if f"{m}_mean" in sub and sub[f"{m}_mean"].notna().any()]
     axes = [(a, label) for a, label in AXES if a in sub and sub[a].notna().all()]
-    fig = go.Figure()
+    data: list[dict] = []
     ys: dict[str, list] = {m: [] for m, _ in metrics}
     xs: dict[str, list] = {a: [] for a, _ in axes}
     for opt in optimizers:
@@ -56,40 +64,54 @@ def convergence_figure(curves: pd.DataFrame, dataset: str):
         for part in ("low", "high", "mean"):
             for m, _ in metrics:
                 mean, std = d[f"{m}_mean"].astype(float), d[f"{m}_std"].astype(float).fillna(0.0)
-                ys[m].append((mean - std if part == "low" else mean + std if part == "high" else mean).to_numpy())
+                ys[m].append((mean - std if part == "low" else mean + std if part == "high" else mean).tolist())
             for a, _ in axes:
-                xs[a].append(d[a].astype(float).to_numpy())
-        x, y = d["epoch"].to_numpy(), ys[metrics[0][0]]
-        band = {"x": x, "legendgroup": opt, "hoverinfo": "skip", "showlegend": False, "mode": "lines"}
-        fig.add_trace(go.Scatter(y=y[-3], line={"width": 0}, **band))
-        fig.add_trace(
-            go.Scatter(y=y[-2], line={"width": 0}, fill="tonexty", fillcolor=_rgba(style[opt]["color"], 0.15), **band)
+                xs[a].append(d[a].astype(float).tolist())
+        x, y = d["epoch"].tolist(), ys[metrics[0][0]]
+        band = {"type": "scatter", "x": x, "legendgroup": opt, "hoverinfo": "skip", "showlegend": False}
+        data.append({**band, "y": y[-3], "mode": "lines", "line": {"width": 0}})
+        data.append(
+            {
+                **band,
+                "y": y[-2],
+                "mode": "lines",
+                "line": {"width": 0},
+                "fill": "tonexty",
+                "fillcolor": _rgba(style[opt]["color"], 0.15),
+            }
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y[-1],
-                mode="lines+markers" if len(x) <= 3 else "lines",
-                name=opt,
-                legendgroup=opt,
-                line=_line_style(style[opt]),
-                hovertemplate=f"{opt}<br>%{{x}}: %{{y:.4g}}<extra></extra>",
-            )
+        data.append(
+            {
+                "type": "scatter",
+                "x": x,
+                "y": y[-1],
+                "mode": "lines+markers" if len(x) <= 3 else "lines",
+                "name": opt,
+                "legendgroup": opt,
+                "line": _line_style(style[opt]),
+                "hovertemplate": f"{opt}<br>%{{x}}: %{{y:.4g}}<extra></extra>",
+            }
         )
     menus = [
         _menu([(label, {"y": ys[m]}, {"yaxis.title.text": label}) for m, label in metrics], 0.0),
         _menu([(label, {"x": xs[a]}, {"xaxis.title.text": label}) for a, label in axes], 0.45),
     ]
-    fig.update_layout(
-        title=f"{dataset}: mean ± std over seeds",
-        xaxis_title="epoch",
-        yaxis_title=metrics[0][1],
-        updatemenus=menus,
-        height=420,
-        margin={"t": 90},
-        template="plotly_white",
-    )
-    return fig
+    layout = {
+        "title": {"text": f"{dataset}: mean ± std over seeds"},
+        "xaxis": {"title": {"text": "epoch"}},
+        "yaxis": {"title": {"text": metrics[0][1]}},
+        "updatemenus": menus,
+        "height": 420,
+        "margin": {"t": 90},
+        "template": _template(),
+    }
+    return {"data": data, "layout": layout}
+
+
+def _template() -> dict:
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def _menu(buttons: list[tuple[str, dict, dict]], x: float) -> dict:
@@ -179,7 +201,7 @@ def iqm_figure(table: list[dict]) -> Optional[object]:
         )
     fig.update_layout(
         title="IQM of the normalised score, 95% stratified-bootstrap CI",
-        height=120 + 28 * len(rows),
+        height=max(260, 120 + 28 * len(rows)),
         template="plotly_white",
         yaxis={"autorange": "reversed"},
         xaxis_title="IQM score (1 = the best optimizer's mean, 0 = chance)",
