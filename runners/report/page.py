@@ -288,7 +288,7 @@ def _provenance(summary: dict, runs: pd.DataFrame) -> str:
         combos = runs[env].astype(str).value_counts().reset_index()
         parts.append("<h3>Environment</h3>" + _table([*env, "runs"], combos.itertuples(index=False, name=None)))
     if len(commands):
-        parts.append("<h3>Hydra</h3>" + _table(["env.hydra"], [[c] for c in commands]))
+        parts.append("<h3>Hydra version</h3>" + _table(["env.hydra"], [[c] for c in commands]))
     return "\n".join(parts)
 
 
