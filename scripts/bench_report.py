@@ -131,7 +131,10 @@ def open_seconds(page: Path):
     try:
         t0 = time.perf_counter()
         driver.get(page.as_uri())  # returns once the page and its scripts have loaded
-        ready = "return Array.from(document.querySelectorAll('.js-plotly-plot')).every(function(g){return !!g._fullLayout;})"
+        ready = (
+            "return Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".every(function(g){return !!g._fullLayout;})"
+        )
         while not driver.execute_script(ready):
             time.sleep(0.05)
         return time.perf_counter() - t0
