@@ -88,9 +88,8 @@ def test_the_page_names_every_run_with_its_status_and_its_table_is_table_final(r
 
 def test_the_page_works_offline_and_rebuilds_from_the_folder_alone(report):
     page = (report / "index.html").read_text()
-    assert (
-        _parse(report / "index.html").scripts[0] == "plotly.min.js" and (report / "plotly.min.js").stat().st_size > 1e6
-    )
+    script = _parse(report / "index.html").scripts[0]
+    assert script == "plotly-basic.min.js" and (report / script).stat().st_size > 1e6
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://cdn" not in page
     (report / "index.html").unlink()
     proc = subprocess.run(
@@ -99,3 +98,10 @@ def test_the_page_works_offline_and_rebuilds_from_the_folder_alone(report):
     assert proc.returncode == 0, proc.stderr
     assert (report / "index.html").read_text() == page  # summary.json and runs.parquet hold all it shows
     assert "convergence" in page and "s0-conv0" in page  # the curves came from summary.json
+
+
+def test_the_vendored_plotly_js_is_the_version_the_python_package_targets():
+    from plotly.offline import get_plotlyjs_version
+
+    head = (ROOT / "runners" / "report" / "vendor" / "plotly-basic.min.js").read_text()[:200]
+    assert f"plotly.js (basic - minified) v{get_plotlyjs_version()}" in head

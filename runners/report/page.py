@@ -2,7 +2,7 @@
 
 Written by ``build_report`` beside the other files, from the same data (the section summaries that go
 into ``summary.json``, the runs of ``runs.parquet``, the epochs the PNG figures draw): it computes no new
-number. Plotly's own ``plotly.min.js`` is copied into the report folder once (no CDN, no server); the
+number. plotly.js (its basic bundle, ``vendor/``) is copied into the report folder once (no CDN, no server); the
 figures are Plotly's, the tables plain HTML with a few lines of script to sort them by a column.
 """
 
@@ -25,7 +25,7 @@ from .time_to_target import TAU_MAX
 
 __all__ = ["write_page", "PLOTLY_JS"]
 
-PLOTLY_JS = "plotly.min.js"
+PLOTLY_JS = "plotly-basic.min.js"  # plotly.js's basic bundle (scatter), vendored: vendor/README.md
 # Files of a section, linked under "files", and the statistics tables shown inline (csv -> table).
 _INLINE = (
     ("stats.csv", "Paired by seed: the candidate minus each baseline"),
@@ -40,7 +40,7 @@ _IMAGES = ("critical_difference.png", "lr_sensitivity.png", "tunability.png", "s
 
 
 def write_page(out: Path) -> Path:
-    """Write ``out/index.html`` (and ``out/plotly.min.js`` once) from the report folder's own
+    """Write ``out/index.html`` (and plotly.js once) from the report folder's own
     ``summary.json`` and runs table; return the page's path."""
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
@@ -75,12 +75,10 @@ def _read_runs(out: Path, summary: dict) -> pd.DataFrame:
 
 
 def _copy_plotly(out: Path) -> None:
-    """plotly.min.js beside the page, once per report folder (again only when plotly's changed)."""
+    """plotly.js beside the page, once per report folder (again only when the vendored file changed)."""
     import filecmp
 
-    import plotly
-
-    source = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+    source = Path(__file__).parent / "vendor" / PLOTLY_JS
     target = out / PLOTLY_JS
     if not (target.exists() and filecmp.cmp(source, target, shallow=False)):
         write_bytes(target, source.read_bytes())

@@ -2,7 +2,7 @@
 
 Each optimizer has the colour and dash of the PNGs (``palette``); its band over seeds shares its legend
 group, so a click on the legend hides both. Figures are returned as HTML fragments that expect
-``plotly.min.js`` on the page (loaded once, from the report folder).
+plotly.js on the page (loaded once, from the report folder).
 """
 
 from __future__ import annotations
