@@ -283,3 +283,11 @@ def test_a_single_run_says_how_to_make_a_report(tmp_path):
     )
     assert f"python -m runners.report {tmp_path}" in proc.stdout
     assert json.loads(next(tmp_path.glob("rigorous/digits/*/seed0/run.json")).read_text())["status"] == "done"
+
+
+def test_time_to_target_evaluations_keep_a_section_the_papers_protocol():
+    from runners.report.paper import is_paper_section
+
+    assert is_paper_section("paper") and is_paper_section("paper+eval_every_steps=5")
+    assert not is_paper_section("paper+epochs=2") and not is_paper_section("paper+eval_every_steps=5,epochs=2")
+    assert not is_paper_section("rigorous")

@@ -19,15 +19,23 @@ PAPER_FIGURES = [
 ]
 
 
+def is_paper_section(section: str) -> bool:
+    """The paper protocol as published; evaluating in between (eval_every_steps, for time-to-target) adds
+    evaluation points but trains the same way, so it is still the paper's setting."""
+    protocol, _, settings = section.partition("+")
+    return protocol == "paper" and all(kv.startswith("eval_every_steps=") for kv in settings.split(",") if kv)
+
+
 def write_paper_comparison(
     runs: pd.DataFrame, out: Path, attempts: Optional[pd.DataFrame] = None
 ) -> Optional[list[dict]]:
     """paper_comparison.md, only where paper-protocol runs of the paper's figures' datasets exist."""
-    paper = runs[runs["protocol"] == "paper"]
+    paper = runs[runs["protocol"].map(is_paper_section)]
     if not paper["dataset"].isin({d for d, _, _ in PAPER_FIGURES}).any():
         (out / "paper_comparison.md").unlink(missing_ok=True)  # a stale one from an earlier report
         return None
-    tried = attempts[attempts["protocol"] == "paper"] if attempts is not None and not attempts.empty else None
+    has_attempts = attempts is not None and not attempts.empty
+    tried = attempts[attempts["protocol"].map(is_paper_section)] if has_attempts else None
     table = final_table(paper, tried).set_index(["dataset", "optimizer"])
     rows = []
     for dataset, opt, figure in PAPER_FIGURES:
