@@ -179,13 +179,13 @@ def _check_train_subset(run: RunConfig) -> None:
 
 def _check_files_present(run: RunConfig) -> None:
     """With download=false, the files (or their converted tensors) must be here before a run starts."""
-    from .datafiles import resolve_cache_dir, resolve_root
+    from .datafiles import cache_file, resolve_root
 
     info = get_info(run.data.name)
     root = resolve_root(run.data.root)
     for split, files in info.files.items():
         missing = [f for f in files if not (root / f).exists()]
-        cached = (resolve_cache_dir(run.data.cache_dir) / f"{info.name}-{split}-{run.data.image_size}.pt").exists()
+        cached = cache_file(info.name, split, run.data.image_size, run.data.cache_dir).exists()
         if missing and not cached:
             raise ConfigError(
                 f"dataset {info.name} ({split} split) is not in {root} (missing {missing[0]}) and data.download=false; "

@@ -65,6 +65,11 @@ def resolve_cache_dir(cache_dir: Optional[str] = None) -> Path:
     return Path(cache_dir or os.environ.get("THERMOLION_CACHE") or default).expanduser()
 
 
+def cache_file(name: str, split: str, image_size: int, cache_dir: Optional[str] = None) -> Path:
+    """Where the converted tensors of one split at one size are cached."""
+    return resolve_cache_dir(cache_dir) / f"{name}-{split}-{image_size}.pt"
+
+
 def _bad_idx_file(paths: list[Path]) -> Optional[Path]:
     """The first idx file whose size disagrees with its header (truncated or corrupt), if any."""
     for path in paths:
@@ -153,7 +158,7 @@ def load_split(
     info = get_info(name)
     if split not in info.files:
         raise ValueError(f"dataset '{info.name}' has splits {sorted(info.files)}, not {split!r}")
-    cache = resolve_cache_dir(cache_dir) / f"{info.name}-{split}-{image_size}.pt"
+    cache = cache_file(info.name, split, image_size, cache_dir)
     root_path = resolve_root(root)
     sources = _source_stats(info, root_path, split)
     if cache.exists():

@@ -28,10 +28,11 @@ ORDER = ("done", "diverged", "stale", "running", "interrupted", "failed", "unrea
 def planned_runs(results_dir: Path, overrides: list[str]) -> list[Path]:
     """The run folders a ``run.py -m <overrides>`` sweep writes into ``results_dir``, expanded the way
     Hydra's basic sweeper expands them (``runners.sweep.precheck``)."""
-    from .sweep.compose import compose_run
-    from .sweep.precheck import sweep_jobs
+    from .config import RunConfig
+    from .sweep.precheck import compose_jobs, sweep_jobs
 
-    return [compose_run(*job).run_dir() for job in sweep_jobs([*overrides, f"results_dir={results_dir}"])]
+    jobs = compose_jobs(sweep_jobs([*overrides, f"results_dir={results_dir}"]))
+    return [RunConfig.from_dict(cfg).run_dir() for cfg in jobs]
 
 
 def current_identity():

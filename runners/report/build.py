@@ -24,7 +24,7 @@ from .time_to_target import write_time_to_target
 from .tunability import write_tunability
 from .tuning import sensitivity, write_sensitivity, write_tuned_table
 
-REFERENCES = ("adamw", "adam")
+REFERENCES = ("adamw", "adam")  # the default reference optimizer, then its stand-in
 # Every file a section can have; each report removes them first, so none is left from an older one.
 SECTION_FILES = tuple(
     f"{stem}.{ext}"
@@ -44,7 +44,7 @@ SECTION_FILES = tuple(
         "self_tuning": "csv md png",
     }.items()
     for ext in exts.split()
-)  # the default reference optimizer, then its stand-in
+)
 
 
 def reference_of(runs: pd.DataFrame, candidate: str) -> str:

@@ -117,6 +117,8 @@ PHASE_COLUMNS = [
     ("alignment_rate", "alignment rate"),
     ("temperature", "temperature T"),
 ]
+# Colour names the diagnostic in both phase figures (PNG and page); line style the ThermoLion variant.
+PHASE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 
 
 def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
@@ -131,8 +133,6 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
         return False
     datasets = _ordered(sub["dataset"], DATASET_ORDER)
     fig, axes, cols = _grid(len(datasets))
-    # Colour names the diagnostic (four series), line style the ThermoLion variant.
-    series_colour = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
     variant = styles(_ordered(sub["optimizer"], OPTIMIZER_ORDER))
     for k, dataset in enumerate(datasets):
         ax = axes[k // cols, k % cols]
@@ -140,7 +140,7 @@ def plot_phase(epochs: pd.DataFrame, out: Path, candidate: str) -> bool:
             d = sub[(sub["dataset"] == dataset) & (sub["optimizer"] == opt)]
             if d.empty:
                 continue
-            for (col, label), colour in zip(PHASE_COLUMNS, series_colour):
+            for (col, label), colour in zip(PHASE_COLUMNS, PHASE_COLOURS):
                 mean = d.groupby("epoch")[col].mean()
                 shown = label if len(variant) == 1 else f"{label} [{opt}]"
                 draw(ax, mean.index, mean.values, {**variant[opt], "color": colour}, shown)

@@ -26,7 +26,7 @@ from .time_to_target import TAU_MAX
 __all__ = ["write_page", "PLOTLY_JS"]
 
 PLOTLY_JS = "plotly-basic.min.js"  # plotly.js's basic bundle (scatter), vendored: vendor/README.md
-# Files of a section, linked under "files", and the statistics tables shown inline (csv -> table).
+# The statistics tables shown inline (csv -> table), the figures shown as images, the verdicts quoted.
 _INLINE = (
     ("stats.csv", "Paired by seed: the candidate minus each baseline"),
     ("aggregate.csv", "Across datasets: scores, IQM, ranks"),
@@ -258,10 +258,6 @@ def _runs(runs_table: pd.DataFrame) -> str:
 
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and v != v)
-
-
-def _nan(v) -> bool:
-    return isinstance(v, float) and v != v
 
 
 def _provenance(summary: dict, runs: pd.DataFrame) -> str:

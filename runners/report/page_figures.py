@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import DATASET_ORDER, OPTIMIZER_ORDER, _ordered
+from .figures import PHASE_COLOURS, PHASE_COLUMNS
 from .palette import styles
 
 __all__ = ["convergence_figure", "phase_figure", "iqm_figure", "profile_figure", "fragment"]
@@ -127,14 +128,6 @@ def _menu(buttons: list[tuple[str, dict, dict]], x: float) -> dict:
     }
 
 
-PHASE = (
-    ("gate_mean", "mean gate λ"),
-    ("gas_fraction", "gas fraction (λ < 0.5)"),
-    ("alignment_rate", "alignment rate"),
-    ("temperature", "temperature T"),
-)
-
-
 def phase_figure(curves: pd.DataFrame) -> Optional[object]:
     """ThermoLion's diagnostics per epoch, one panel per dataset (colour: the diagnostic, as the PNG)."""
     import plotly.graph_objects as go
@@ -147,12 +140,11 @@ def phase_figure(curves: pd.DataFrame) -> Optional[object]:
         return None
     datasets = _ordered(sub["dataset"], DATASET_ORDER)
     fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets, shared_yaxes=True)
-    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
     variants = styles(_ordered(sub["optimizer"], OPTIMIZER_ORDER))
     for k, dataset in enumerate(datasets, start=1):
         for opt, style in variants.items():
             d = sub[(sub["dataset"] == dataset) & (sub["optimizer"] == opt)].sort_values("epoch")
-            for (col, label), colour in zip(PHASE, colours):
+            for (col, label), colour in zip(PHASE_COLUMNS, PHASE_COLOURS):
                 if d.empty or f"{col}_mean" not in d:
                     continue
                 name = label if len(variants) == 1 else f"{label} [{opt}]"

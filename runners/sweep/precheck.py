@@ -9,10 +9,9 @@ through the same expansion.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
-__all__ = ["sweep_jobs", "check_command"]
+__all__ = ["sweep_jobs", "compose_jobs", "check_command"]
 
 # Hydra's own flags: with any of these the command is not a plain run or sweep, and Hydra handles it.
 _MULTIRUN = ("-m", "--multirun")
@@ -59,7 +58,7 @@ def check_command(argv: list[str]) -> Optional[str]:
 
     try:
         multirun, jobs = _plan(overrides, multirun)
-        configs = _compose_all(jobs)
+        configs = compose_jobs(jobs)
     except (HydraException, OmegaConfBaseException):
         return None  # Hydra says what is wrong with its own grammar when it parses the command
     for i, (job, cfg) in enumerate(zip(jobs, configs)):
@@ -73,12 +72,12 @@ def check_command(argv: list[str]) -> Optional[str]:
     return None
 
 
-def _compose_all(jobs: list[list[str]]) -> list[dict]:
+def compose_jobs(jobs: list[list[str]]) -> list[dict]:
     """Each job's resolved config as ``run.py`` receives it, composed under one Hydra initialisation."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from .compose import CONF_DIR
 
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR)), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return [OmegaConf.to_container(compose(config_name="config", overrides=job), resolve=True) for job in jobs]
