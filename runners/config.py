@@ -21,6 +21,7 @@ from .checks import check_run
 from .identity import plugin_package, versions
 from .options import PROTOCOL_DOCS, PROTOCOLS, RERUN, SCHEDULES, ConfigError, RunOptions, is_number
 from .plugins import PluginError, meta_parameters, plugin_name, resolve_target
+from .tracking import LoggerConfig, parse_loggers
 from .train.datasets import get_info
 from .train.settings import DataConfig, TrainerConfig
 from .tuning.search_space import (
@@ -93,6 +94,7 @@ class RunConfig:
     search_space_sha: Optional[str] = None  # its content's hash: trials of an edited file are another space
     tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
     options: RunOptions = RunOptions()  # how the run is carried out (no number depends on it)
+    loggers: LoggerConfig = LoggerConfig()  # the trackers it is watched in (logger=...; no number depends on them)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -109,6 +111,7 @@ class RunConfig:
         tuned_lrs, tuned_from = cfg.pop("tuned_lrs", None), cfg.pop("tuned_from", None)
         trial, space_name = cfg.pop("trial", None), cfg.pop("search_space", None)
         cfg.pop("search_space_sha", None)  # a recorded config's: derived from the space file again
+        loggers = parse_loggers(cfg.pop("logger", None))
         if tuned_lrs is not None:
             if trial is not None:
                 raise ConfigError("tuned_lrs and trial exclude each other: a re-run uses the chosen configuration")
@@ -130,6 +133,7 @@ class RunConfig:
             data=data,
             trainer=_build(TrainerConfig, trainer, "trainer"),
             options=_build(RunOptions, options, "trainer"),
+            loggers=loggers,
             model=model,
             tuned_from=str(tuned_lrs) if tuned_lrs is not None else tuned_from,
             trial=trial,

@@ -21,6 +21,9 @@ from .. import run_folder as rf
 from ..atomic import torch_save
 from ..config import RunConfig
 from ..identity import code_version, stale_reasons
+from ..tracking import Trackers, epoch_points
+from ..tracking.base import run_meta
+from ..tracking.points import metric_name
 from ..train import loop
 from ..train.backend import backend_settings, prepare_deterministic
 from ..train.build import keep_freed_memory, pick_device
@@ -82,6 +85,7 @@ def train(cfg: RunConfig) -> RunResult:
         finished = _finished_result(cfg, run_dir, version, packages, device)
         if finished is not None:
             return finished
+        previous_trackers = _recorded_trackers(run_dir)  # an interrupted attempt's, continued on resume
         info = {
             "config": cfg.to_dict(),
             "fingerprint": cfg.fingerprint(),
@@ -110,7 +114,7 @@ def train(cfg: RunConfig) -> RunResult:
             info["environment"] = environment(device)
             with backend_settings(cfg.trainer, device) as settings:
                 info["environment"].update(settings)
-                return _train(cfg, run_dir, device, info, lock)
+                return _train(cfg, run_dir, device, info, lock, previous_trackers)
         except LockLost as err:  # another process owns the folder now: write nothing more
             return RunResult(run_dir, "taken over", error=str(err))
         except Exception as err:  # noqa: BLE001 - a failed run must not stop the sweep
@@ -120,6 +124,13 @@ def train(cfg: RunConfig) -> RunResult:
             return RunResult(run_dir, "failed", error=info["error"])
     finally:
         lock.release()
+
+
+def _recorded_trackers(run_dir: Path) -> Optional[dict]:
+    try:
+        return (rf.read_info(run_dir) or {}).get("trackers")
+    except rf.UnreadableRecord:
+        return None
 
 
 def _finished_result(
@@ -201,9 +212,10 @@ def _progress(cfg: RunConfig, steps_left: int):
     )
 
 
-def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock: RunLock) -> RunResult:
-    t_start = time.perf_counter()
-    tc = cfg.trainer
+def _train(
+    cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock: RunLock, previous_trackers: Optional[dict]
+) -> RunResult:
+    t_start, tc = time.perf_counter(), cfg.trainer
     run = loop.build(cfg, device)
     info["data_notes"] = run.notes
     info["sizes"] = {"train": len(run.data.train_y), "eval": len(run.data.eval_y), "eval_split": run.data.eval_split}
@@ -218,21 +230,45 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, info: dict, lock
     stale_files = (rf.EVALS,) if not tc.eval_every_steps else ()
     rf.remove(run_dir, *stale_files, *((rf.METRICS, rf.EVALS) if ckpt is None else ()))
     info["epochs_done"] = run.start_epoch
+    trackers = Trackers(cfg.loggers)
+    if cfg.loggers.trackers:
+        trackers.start(run_meta(cfg, run_dir, info["code_version"]), previous_trackers, resumed=ckpt is not None)
+        info["trackers"] = trackers.record()
+    run.loss_every = trackers.every_steps
     rf.write_info(run_dir, info)
+    try:
+        _fit(cfg, run, run_dir, info, lock, trackers)
+    except BaseException as err:  # the tracker runs end too, as the run ends: failed, or killed (resumable)
+        trackers.finish("killed" if isinstance(err, KeyboardInterrupt) else "failed", {}, trackers.logged_step)
+        raise
+    trackers.log(epoch_points(None, [], loop.take_step_losses(run)))  # a diverged epoch's losses
+    last = run.history[-1] if run.history else {"step": 0}
+    final = {metric_name(k): v for k, v in last.items() if k != "step"}
+    trackers.finish(run.status, {**final, "epochs_done": len(run.history)}, int(last["step"]))
+    if cfg.loggers.trackers:
+        info["trackers"] = trackers.record()
+    return _finish(run, run_dir, info, time.perf_counter() - t_start)
+
+
+def _fit(cfg: RunConfig, run: loop.Run, run_dir: Path, info: dict, lock: RunLock, trackers: Trackers) -> None:
+    """Train the remaining epochs, keeping the files (and the trackers) up to date after each."""
+    tc, ckpt_path = cfg.trainer, run_dir / rf.CHECKPOINT
     bar = _progress(cfg, (tc.epochs - run.start_epoch) * len(run.loader))
     for row in loop.fit(run, bar):
         lock.check()  # after a take-over, two processes must never write one folder
         rf.write_metrics(run_dir, run.history)
         if tc.eval_every_steps:
             rf.write_evals(run_dir, run.evals)
+        trackers.log(epoch_points(row, run.evals, loop.take_step_losses(run)))
         info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if cfg.loggers.trackers:  # right after logging: a resumed run logs no step twice
+            info["trackers"] = trackers.record()
         rf.write_info(run_dir, info)
         if cfg.options.checkpoint and row["epoch"] < tc.epochs:
             identity = {k: info[k] for k in ("fingerprint", "code_version", "packages", "environment")}
             save_checkpoint(ckpt_path, {**identity, **loop.checkpoint_state(run)})
     bar.close()
     lock.check()
-    return _finish(run, run_dir, info, time.perf_counter() - t_start)
 
 
 def _finish(run: loop.Run, run_dir: Path, info: dict, wall_seconds: float) -> RunResult:

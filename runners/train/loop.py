@@ -40,6 +40,7 @@ __all__ = [
     "effective_lr",
     "train_epoch",
     "fit",
+    "take_step_losses",
     "checkpoint_state",
     "restore",
 ]
@@ -65,6 +66,8 @@ class Run:
     start_epoch: int = 0
     status: str = "done"  # done | diverged
     diverged_at_epoch: Optional[int] = None
+    loss_every: int = 0  # keep every this many steps' training loss for the trackers (0: none)
+    step_losses: list = field(default_factory=list)  # (step, loss on the device) until take_step_losses
 
 
 def build(cfg: RunConfig, device: torch.device) -> Run:
@@ -218,6 +221,8 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
         correct += (out.argmax(1) == y).sum()
         bar.update(1)
         step += 1
+        if run.loss_every and step % run.loss_every == 0:  # kept on the device: no host sync per step
+            run.step_losses.append((step, loss.detach()))
         if every and step % every == 0 and step % n:  # epoch ends are evaluated by evaluate_epoch
             if timer.cuda:  # else the queued training kernels would be billed to evaluation
                 torch.cuda.synchronize(run.device)
@@ -248,6 +253,16 @@ def train_epoch(run: Run, epoch: int, bar, t_epoch: float, trained_seconds: floa
     if (d_lr := effective_lr(optimizer)) is not None:
         row["effective_lr"] = d_lr
     return row, train_seconds, timer.seconds()
+
+
+def take_step_losses(run: Run) -> list[tuple[int, float]]:
+    """The kept training losses as (step, float), read in one host sync (at an epoch's end, where the
+    trainer syncs anyway), and forgotten."""
+    if not run.step_losses:
+        return []
+    steps, losses = zip(*run.step_losses)
+    run.step_losses = []
+    return list(zip(steps, torch.stack(losses).tolist()))
 
 
 def evaluate_epoch(run: Run, epoch: int) -> tuple[float, float]:

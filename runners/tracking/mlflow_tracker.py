@@ -1,0 +1,88 @@
+"""MLflow through ``MlflowClient`` (no fluent active-run state, so in-process multirun jobs never log
+into each other's runs): one run per run folder, one experiment per results folder, a SQLite store
+by default."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from .base import Points, RunMeta, Tracker
+
+__all__ = ["MLflowTracker", "store_lock"]
+
+_BATCH = 1000  # MLflow's limit of metrics in one log_batch call (100 for params)
+_STATUS = {"done": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Runs side by side (the parallel launcher, Slurm array tasks on one node) take turns at a SQLite
+    store: its schema is created once and no writer meets 'database is locked'. Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :] + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+class MLflowTracker(Tracker):
+    packages = ("mlflow",)
+
+    def __init__(self, tracking_uri: Optional[str] = None, experiment: Optional[str] = None) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.client = self.run_id = None
+
+    def start(self, run: RunMeta, resume: Optional[dict], logged_step: int) -> dict:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param, RunTag
+
+        self.uri = self.tracking_uri or f"sqlite:///{(run.results_dir / 'mlflow.db').resolve()}"
+        name = self.experiment or run.results_dir.resolve().name
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its schema notes, each run
+        with store_lock(self.uri):
+            self.client = MlflowClient(self.uri)
+            found = self.client.get_experiment_by_name(name)
+            experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+            if resume is not None:
+                self.run_id = resume["run_id"]
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                self.run_id = self.client.create_run(experiment_id, run_name=run.key).info.run_id
+                params = [Param(k, str(v)[:6000]) for k, v in run.params.items()]
+                tags = [RunTag(k, str(v)) for k, v in run.tags.items()]
+                for i in range(0, max(len(params), len(tags)), 100):
+                    self.client.log_batch(self.run_id, params=params[i : i + 100], tags=tags[i : i + 100])
+        return {"run_id": self.run_id, "experiment_id": experiment_id, "tracking_uri": self.uri}
+
+    def _metrics(self, points: Points) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for step, values in points for k, v in values.items()]
+        with store_lock(self.uri):
+            for i in range(0, len(metrics), _BATCH):
+                self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
+
+    def log(self, points: Points) -> None:
+        self._metrics(points)
+
+    def finish(self, status: str, final: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        if final:
+            self._metrics([(step, {f"final/{k}": v for k, v in final.items()})])
+        with store_lock(self.uri):
+            self.client.set_tag(self.run_id, "status", status)
+            self.client.set_terminated(self.run_id, _STATUS.get(status, "FINISHED"))
+        self.client = None

@@ -1,0 +1,67 @@
+"""Weights & Biases: offline by default (``WANDB_MODE`` decides), one group a study, the configuration
+as job_type so that a configuration's seeds group together."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+from .base import Points, RunMeta, Tracker
+
+__all__ = ["WandbTracker"]
+
+
+def _short(text: str, limit: int = 64) -> str:
+    """W&B caps a job_type and a tag at 64 characters: a long name keeps its start and a hash of all."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+class WandbTracker(Tracker):
+    packages = ("wandb",)
+
+    def __init__(
+        self,
+        project: str = "thermolion",
+        entity: Optional[str] = None,
+        mode: str = "offline",
+        dir: Optional[str] = None,  # noqa: A002 - wandb.init's own name
+        group: Optional[str] = None,
+    ) -> None:
+        self.project, self.entity, self.mode, self.dir, self.group = project, entity, mode, dir, group
+        self.run = None
+
+    def start(self, run: RunMeta, resume: Optional[dict], logged_step: int) -> dict:
+        import wandb
+
+        folder = Path(self.dir) if self.dir else run.results_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            dir=str(folder),
+            group=self.group or run.results_dir.resolve().name,
+            job_type=_short(run.config_key),
+            name=run.key,
+            id=resume["id"] if resume is not None else None,  # None: W&B draws one
+            resume="allow" if resume is not None else None,
+            config=run.params,
+            tags=[_short(f"{k}:{run.tags[k]}") for k in ("protocol", "dataset", "optimizer", "model", "seed")],
+            reinit="create_new",  # one W&B run per job of an in-process multirun
+            settings=wandb.Settings(console="off", silent=True),  # the terminal stays the harness's own
+        )
+        return {"id": self.run.id, "dir": str(folder)}
+
+    def log(self, points: Points) -> None:
+        for step, metrics in points:
+            self.run.log(metrics, step=step)
+
+    def finish(self, status: str, final: dict[str, float], step: int) -> None:
+        if self.run is None:
+            return
+        self.run.summary.update({"status": status, **{f"final/{k}": v for k, v in final.items()}})
+        self.run.finish(exit_code=1 if status in ("failed", "killed") else 0)
+        self.run = None

@@ -1,0 +1,69 @@
+"""W&B's offline run file (``run-<id>.wandb``) read back with the wandb package's own record type.
+
+wandb 0.31 has no Python reader of its own any more (its ``datastore`` moved into the Go core), so
+this walks the file's framing, LevelDB's log format behind a ``:W&B`` header (32 KiB blocks of
+chunks: crc32, length, type; a record spans FIRST..MIDDLE..LAST chunks), and parses each record
+with ``wandb.proto.wandb_internal_pb2.Record``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK, HEADER = 32768, 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> list:
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    pos, pending, out = HEADER, b"", []
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:  # a block's tail too short for a chunk header is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == 0:
+            continue
+        assert zlib.crc32(bytes([kind]) + chunk) == crc, f"{path}: corrupt chunk at {pos}"
+        pending += chunk
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+            pending = b""
+    return out
+
+
+def read_run(path: Path) -> dict:
+    """The run record's fields, its config, its history rows and summary (key -> value), its exit code."""
+    run, config, history, summary, exit_code = None, {}, [], {}, None
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "exit":
+            exit_code = record.exit.exit_code
+    return {
+        "id": run.run_id,
+        "group": run.run_group,
+        "job_type": run.job_type,
+        "name": run.display_name,
+        "tags": list(run.tags),
+        "config": config,
+        "history": history,
+        "summary": summary,
+        "exit_code": exit_code,
+    }
