@@ -20,6 +20,7 @@ _UPPER = (  # everything above the leaves
     "runners.options",
     "runners.sweep",
     "runners.tuning",
+    "runners.tracking",
     "runners.report",
     "runners.status",
     "models",
@@ -43,6 +44,7 @@ FORBIDDEN = {
         "runners.plugins",
         "runners.sweep",
         "runners.tuning",
+        "runners.tracking",
         "runners.report",
         "hydra",
         "omegaconf",
@@ -61,6 +63,8 @@ FORBIDDEN = {
     "runners/datafiles.py": _UPPER[1:],
     "runners/report": ("runners.sweep", "runners.tuning", "runners.config", "hydra", "omegaconf"),
     "runners/tuning/search_space.py": ("runners.", "hydra", "omegaconf"),
+    # trackers watch runs: they know the run's config by duck typing, not the sweep, the report or Hydra
+    "runners/tracking": ("runners.sweep", "runners.report", "runners.tuning", "runners.config", "hydra", "omegaconf"),
 }
 
 

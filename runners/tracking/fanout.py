@@ -7,6 +7,7 @@ A resumed run continues its tracker runs: their ids, and the last step logged, a
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -23,6 +24,7 @@ class Trackers:
         self.open: dict[str, Tracker] = {}
         self.states: dict[str, dict] = {}
         self.logged_step = 0
+        self.seconds = 0.0  # spent inside the trackers' calls: what watching this run cost it
 
     @property
     def every_steps(self) -> int:
@@ -34,6 +36,7 @@ class Trackers:
         the run resumes from its checkpoint (a fresh start opens new tracker runs)."""
         previous = (previous or {}) if resumed else {}
         self.logged_step = int(previous.get("logged_step", 0))
+        self.seconds = float(previous.get("seconds", 0.0))
         for spec in self.config.trackers:
             resume = previous.get(spec.name)
             resume = resume if isinstance(resume, dict) and "error" not in resume else None
@@ -60,10 +63,11 @@ class Trackers:
 
     def record(self) -> dict[str, Any]:
         """What run.json keeps: each tracker's state (its run's id) or its error, and the last step logged."""
-        return {**self.states, "logged_step": self.logged_step}
+        return {**self.states, "logged_step": self.logged_step, "seconds": round(self.seconds, 3)}
 
     def _guard(self, name: str, call: Callable[[], None]) -> None:
         """A tracker's failure (disk full, server down, database locked) never reaches the run."""
+        t0 = time.perf_counter()
         try:
             call()
         except Exception as err:  # noqa: BLE001 - any tracker error: the run goes on without it
@@ -81,3 +85,5 @@ class Trackers:
                 except Exception:  # noqa: BLE001, S110 - closing a broken tracker is best effort
                     pass
             self.states[name] = {**self.states.get(name, {}), "error": error}
+        finally:
+            self.seconds += time.perf_counter() - t0

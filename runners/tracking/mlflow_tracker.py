@@ -47,7 +47,9 @@ class MLflowTracker(Tracker):
         from mlflow import MlflowClient
         from mlflow.entities import Param, RunTag
 
-        self.uri = self.tracking_uri or f"sqlite:///{(run.results_dir / 'mlflow.db').resolve()}"
+        # As results_dir is given (relative to the working directory, as the run folders are): run.json
+        # and a committed results folder name no machine's absolute path.
+        self.uri = self.tracking_uri or f"sqlite:///{(run.results_dir / 'mlflow.db').as_posix()}"
         name = self.experiment or run.results_dir.resolve().name
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its schema notes, each run
         with store_lock(self.uri):
