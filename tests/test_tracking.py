@@ -114,7 +114,12 @@ def test_wandb_offline_runs_share_a_group_and_a_configuration_and_hold_the_metri
         record = rf.read_info(run_dir)
         run = logged[record["trackers"]["wandb"]["id"]]
         assert run["group"] == "study" and run["name"] == run_dir.relative_to(results).as_posix()
-        assert run["job_type"] == run_dir.parent.relative_to(results).as_posix()[:55] + run["job_type"][55:]
+        config = run_dir.parent.relative_to(results).as_posix()  # W&B caps a job_type at 64 characters
+        assert (
+            run["job_type"] == config
+            if len(config) <= 64
+            else (len(run["job_type"]) == 64 and run["job_type"].startswith(config[:55]))
+        )
         assert f"seed:{record['seed']}" in run["tags"] and run["config"]["optimizer.lr"] == 0.001
         acc = {row["_step"]: row["eval/acc"] for row in run["history"] if "eval/acc" in row}
         assert acc == {**_epoch_ends(run_dir), **_mid_epoch(run_dir)}
@@ -202,7 +207,11 @@ def test_a_tracker_that_raises_mid_run_is_switched_off_and_changes_no_file(tmp_p
     err = capsys.readouterr().err
     assert err.count("warning: logger mlflow failed (RuntimeError: database is locked (simulated))") == 1
     assert _numbers(result.run_dir) == _numbers(plain.run_dir)
-    assert (result.run_dir / rf.EVALS).read_text().splitlines()[0] == (plain.run_dir / rf.EVALS).read_text().split()[0]
+    evals = [
+        [{k: v for k, v in r.items() if k != "train_seconds"} for r in _rows(d / rf.EVALS)]
+        for d in (result.run_dir, plain.run_dir)
+    ]
+    assert evals[0] == evals[1] and len(evals[0]) == 10  # every 5 steps and each epoch end, bit for bit
     record = rf.read_info(result.run_dir)
     assert record["trackers"]["mlflow"]["error"].startswith("RuntimeError") and record["status"] == "done"
     client = MlflowClient(record["trackers"]["mlflow"]["tracking_uri"])

@@ -241,11 +241,11 @@ def _train(
     except BaseException as err:  # the tracker runs end too, as the run ends: failed, or killed (resumable)
         trackers.finish("killed" if isinstance(err, KeyboardInterrupt) else "failed", {}, trackers.logged_step)
         raise
-    trackers.log(epoch_points(None, [], loop.take_step_losses(run)))  # a diverged epoch's losses
-    last = run.history[-1] if run.history else {"step": 0}
-    final = {metric_name(k): v for k, v in last.items() if k != "step"}
-    trackers.finish(run.status, {**final, "epochs_done": len(run.history)}, int(last["step"]))
     if cfg.loggers.trackers:
+        trackers.log(epoch_points(None, [], loop.take_step_losses(run)))  # a diverged epoch's losses
+        last = run.history[-1] if run.history else {"step": 0}
+        final = {metric_name(k): v for k, v in last.items() if k != "step"}
+        trackers.finish(run.status, {**final, "epochs_done": len(run.history)}, int(last["step"]))
         info["trackers"] = trackers.record()
     return _finish(run, run_dir, info, time.perf_counter() - t_start)
 
@@ -259,10 +259,10 @@ def _fit(cfg: RunConfig, run: loop.Run, run_dir: Path, info: dict, lock: RunLock
         rf.write_metrics(run_dir, run.history)
         if tc.eval_every_steps:
             rf.write_evals(run_dir, run.evals)
-        trackers.log(epoch_points(row, run.evals, loop.take_step_losses(run)))
-        info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if cfg.loggers.trackers:  # right after logging: a resumed run logs no step twice
+        if cfg.loggers.trackers:  # recorded right after logging: a resumed run logs no step twice
+            trackers.log(epoch_points(row, run.evals, loop.take_step_losses(run)))
             info["trackers"] = trackers.record()
+        info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         rf.write_info(run_dir, info)
         if cfg.options.checkpoint and row["epoch"] < tc.epochs:
             identity = {k: info[k] for k in ("fingerprint", "code_version", "packages", "environment")}

@@ -67,7 +67,7 @@ class MLflowTracker(Tracker):
                     self.client.log_batch(self.run_id, params=params[i : i + 100], tags=tags[i : i + 100])
         return {"run_id": self.run_id, "experiment_id": experiment_id, "tracking_uri": self.uri}
 
-    def _metrics(self, points: Points) -> None:
+    def log(self, points: Points) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -76,14 +76,11 @@ class MLflowTracker(Tracker):
             for i in range(0, len(metrics), _BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
 
-    def log(self, points: Points) -> None:
-        self._metrics(points)
-
     def finish(self, status: str, final: dict[str, float], step: int) -> None:
         if self.client is None:
             return
         if final:
-            self._metrics([(step, {f"final/{k}": v for k, v in final.items()})])
+            self.log([(step, {f"final/{k}": v for k, v in final.items()})])
         with store_lock(self.uri):
             self.client.set_tag(self.run_id, "status", status)
             self.client.set_terminated(self.run_id, _STATUS.get(status, "FINISHED"))
