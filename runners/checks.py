@@ -37,6 +37,9 @@ def check_run(run: RunConfig) -> None:
         raise ConfigError(f"seed must be an integer >= 0, got {run.seed!r}")
     if run.rerun not in RERUN:
         raise ConfigError(f"rerun must be stale, all or failed (or null: keep finished runs), got {run.rerun!r}")
+    for flag in ("tune_on_test", "exact_machine"):
+        if not isinstance(getattr(run, flag), bool):
+            raise ConfigError(f"{flag} must be true or false, got {getattr(run, flag)!r}")
     if run.data.image_size < 8 or (model["name"] != "resnet18" and run.data.image_size % 4):
         raise ConfigError(
             f"data.image_size must be a multiple of 4 and >= 8 (the convnet pools twice by 2, "

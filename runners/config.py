@@ -93,6 +93,7 @@ class RunConfig:
     search_space: Optional[str] = None  # the space file the trial was drawn from
     search_space_sha: Optional[str] = None  # its content's hash: trials of an edited file are another space
     tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
+    exact_machine: bool = False  # reuse a finished run only on the same machine's floating-point order
     options: RunOptions = RunOptions()  # how the run is carried out (no number depends on it)
     loggers: LoggerConfig = LoggerConfig()  # the trackers it is watched in (logger=...; no number depends on them)
 
@@ -139,7 +140,11 @@ class RunConfig:
             trial=trial,
             search_space=space_file,
             search_space_sha=_space_sha(space_file, name),
-            **{k: cfg.pop(k) for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test") if k in cfg},
+            **{
+                k: cfg.pop(k)
+                for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test", "exact_machine")
+                if k in cfg
+            },
         )
         if cfg:
             raise ConfigError(f"unknown top-level config keys: {sorted(cfg)}")
@@ -196,21 +201,24 @@ class RunConfig:
         now = {**self.result_settings()["data"], **self.result_settings()["trainer"], **model, "model": name}
         return {k: v for k, v in now.items() if base.get(k) != v}
 
-    def run_dir(self) -> Path:
-        """``<results>/<protocol>/<dataset>/<optimizer>[_<overrides>][+<settings>]/seed<n>``."""
+    def labels(self) -> dict[str, str]:
+        """How tables name this run: ``optimizer``, its label (name and overrides), and ``settings``, the
+        data/trainer settings that differ from the protocol's (its section is ``<protocol>+<settings>``).
+        The folder is named from them, and run.json records them, so that no reader parses a folder
+        name back (a value such as 1e+06 holds the separator)."""
         overrides = self.optimizer.overrides()
         opt = self.optimizer.name + _slug(overrides, "_")
         if len(opt) > 100:  # long sampled configurations: a readable prefix and a hash of all values
             digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
             opt = f"{opt[:90]}-{digest}"
+        return {"optimizer": opt, "settings": _slug(self.setting_overrides(), "")}
+
+    def run_dir(self) -> Path:
+        """``<results>/<protocol>/<dataset>/<optimizer>[_<overrides>][+<settings>]/seed<n>``."""
+        labels = self.labels()
         # The settings part stays whole: it names the report section the run belongs to.
-        return (
-            Path(self.results_dir)
-            / self.protocol
-            / self.data.name
-            / (opt + _slug(self.setting_overrides(), "+"))
-            / f"seed{self.seed}"
-        )
+        folder = labels["optimizer"] + (f"+{labels['settings']}" if labels["settings"] else "")
+        return Path(self.results_dir) / self.protocol / self.data.name / folder / f"seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +230,7 @@ class RunConfig:
             "search_space": self.search_space,
             "search_space_sha": self.search_space_sha,
             "tune_on_test": self.tune_on_test,
+            "exact_machine": self.exact_machine,
             "model": asdict(self.model),
             "optimizer": self._optimizer_dict(),
             "data": asdict(self.data),

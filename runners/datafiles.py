@@ -6,8 +6,15 @@ allowed), the split is converted once (``runners.train.convert``) into a uint8 t
 at the protocol's image size plus int64 labels, and saved atomically to
 ``<cache_dir>/<name>-<split>-<size>.pt``; later runs load that in a fraction of a second. A cached
 tensor is trusted only when it was made by the same conversion code, with the same torch,
-torchvision and dataset-reader versions, from the same files. None of this module decides a number,
-so it lies outside the hashed core: editing a message here neither stales runs nor rebuilds caches.
+torchvision and dataset-reader versions, from files of the same content.
+
+The content is a sha256 of the split's source files (every file under a folder entry, such as
+GTSRB's), ``source_digest``. It is the data's part of a run's identity (run.json's ``data_sha``) and
+the cache's key. Hashing is memoised per split in ``<cache_dir>/sources/<name>-<split>.json`` against
+each file's full stat, ctime and inode included: ``cp -p``, ``rsync -a`` and ``shutil.copytree`` keep
+mtimes but cannot set a ctime, so a replaced file is hashed again; mtimes alone are never trusted.
+None of this module decides a number, so it lies outside the hashed core: editing a message here
+neither stales runs nor rebuilds caches.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import os
 import struct
 from pathlib import Path
@@ -24,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .atomic import torch_save
+from .atomic import torch_save, write_text
 from .identity import installed
 from .train import convert as conversion
 from .train.datasets import DatasetInfo, get_info
@@ -37,9 +45,12 @@ __all__ = [
     "resolve_root",
     "resolve_cache_dir",
     "conversion_key",
+    "source_digest",
+    "data_digest",
+    "used_splits",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed on the sources' content (sources_sha), not their (size, mtime)
 
 
 class DataError(RuntimeError):
@@ -130,16 +141,94 @@ def _conversion_key(packages: tuple[str, ...]) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def _source_stats(info: DatasetInfo, root: Path, split: str) -> Optional[list]:
-    """(path, size, mtime) of the split's source files, or None when any is absent (nothing to compare)."""
-    stats = []
+def _source_files(info: DatasetInfo, root: Path, split: str) -> Optional[list[Path]]:
+    """The split's source files, a folder entry expanded to every file under it (sorted); None when any
+    entry is absent (nothing to compare)."""
+    files = []
     for rel in info.files[split]:
-        try:
-            st = (root / rel).stat()
-        except OSError:
+        path = root / rel
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
             return None
-        stats.append([rel, st.st_size, st.st_mtime_ns])
-    return stats
+    return files
+
+
+def _stat_key(root: Path, files: list[Path]) -> list:
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
+    return out
+
+
+def _hash_files(root: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+        with f.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def source_digest(name: str, split: str, root: Optional[str] = None, cache_dir: Optional[str] = None) -> Optional[str]:
+    """sha256 (16 hex) of one split's source files by content, or None when they are not all there.
+
+    Memoised in ``<cache_dir>/sources/<name>-<split>.json`` against every file's full stat (size,
+    mtime, ctime, inode, device): any write, replacement or copy changes a ctime or an inode, and the
+    files are read again. A set that ships inside a package (digits) has no files: its digest is
+    that of nothing, and the package's version stands for it in the identity."""
+    info, root_path = get_info(name), resolve_root(root)
+    files = _source_files(info, root_path, split)
+    if files is None:
+        return None
+    memo = resolve_cache_dir(cache_dir) / "sources" / f"{info.name}-{split}.json"
+    stats = _stat_key(root_path, files)
+    try:
+        seen = json.loads(memo.read_text())
+        if seen.get("stats") == stats:
+            return seen["sha"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    sha = _hash_files(root_path, files)
+    try:
+        write_text(memo, json.dumps({"sha": sha, "stats": stats}, separators=(",", ":")))
+    except OSError:  # a read-only cache: hash again next time rather than fail
+        pass
+    return sha
+
+
+def used_splits(name: str, eval_split: str) -> tuple[str, ...]:
+    """The splits a run reads (``runners.train.data.prepare``): train, plus test when it evaluates on it;
+    "all" for a set without an official split."""
+    info = get_info(name)
+    if not info.has_test_split:
+        return ("all",)
+    return ("train", "test") if eval_split == "test" else ("train",)
+
+
+def data_digest(data) -> dict[str, Optional[str]]:
+    """``{split: source digest}`` of what a run with ``data`` (a DataConfig) trains and evaluates on:
+    run.json's ``data_sha``. A split whose files are absent reads the digest its cached tensor was made
+    from (a cache prefetched elsewhere), else None."""
+    out = {}
+    for split in used_splits(data.name, data.eval_split):
+        sha = source_digest(data.name, split, data.root, data.cache_dir)
+        if sha is None:
+            sha = _cached_sources_sha(cache_file(data.name, split, data.image_size, data.cache_dir))
+        out[split] = sha
+    return out
+
+
+def _cached_sources_sha(cache: Path) -> Optional[str]:
+    try:
+        return torch.load(cache, weights_only=True, mmap=True).get("sources_sha")
+    except Exception:  # noqa: BLE001 - no cache, or an unreadable one: nothing to compare
+        return None
 
 
 def load_split(
@@ -160,16 +249,16 @@ def load_split(
         raise ValueError(f"dataset '{info.name}' has splits {sorted(info.files)}, not {split!r}")
     cache = cache_file(info.name, split, image_size, cache_dir)
     root_path = resolve_root(root)
-    sources = _source_stats(info, root_path, split)
+    sources = source_digest(info.name, split, root, cache_dir)
     if cache.exists():
         try:
             blob = torch.load(cache, weights_only=True)
-            # Trusted only when made by this conversion code from these very files (when they are here
-            # to compare: a cache prefetched elsewhere still serves a machine without the raw files).
+            # Trusted only when made by this conversion code from files of this content (when they are
+            # here to compare: a cache prefetched elsewhere still serves a machine without the raw files).
             if (
                 blob.get("version") == CACHE_VERSION
                 and blob.get("code") == conversion_key(info)
-                and (sources is None or blob.get("sources") == sources)
+                and (sources is None or blob.get("sources_sha") == sources)
             ):
                 return blob["images"], blob["labels"]
         except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, not trusted
@@ -182,7 +271,7 @@ def load_split(
             f"dataset '{info.name}' ({split}) under {root_path} could not be converted: {type(err).__name__}: {err}"
         ) from None
     if sources is None:  # a download just brought the files
-        sources = _source_stats(info, root_path, split)
-    blob = {"version": CACHE_VERSION, "code": conversion_key(info), "sources": sources}
+        sources = source_digest(info.name, split, root, cache_dir)
+    blob = {"version": CACHE_VERSION, "code": conversion_key(info), "sources_sha": sources}
     torch_save({**blob, "images": images, "labels": labels}, cache)
     return images, labels

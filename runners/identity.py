@@ -11,12 +11,18 @@ settings are the run's fingerprint and folder (``RunConfig.result_settings``). H
   numpy for every run, the package a registered optimizer comes from (its registry entry says
   which), a dataset's own reader, and a plug-in's top-level package (its version, or a hash of its
   source where it has none). run.json records them as ``packages``.
-* the device type (cpu or cuda) the run trained on, and on the CPU torch's thread count: CPU
-  reductions split their work by thread, so the count changes the last bits (measured: ThermoLion's
-  mean(v) on the paper's ConvNet, and resnet18's backward, differ between 1 and 2 threads).
+* the content of the data a run reads: ``data_sha`` in run.json, a sha256 of each split's source
+  files (``runners.datafiles.data_digest``). ``data.root`` names where the files are, so it stays out;
+  their content stands in for it, and other files under the same path or another root make a run stale.
+* the device type (cpu or cuda) the run trained on.
 
-``stale_reasons`` compares what a finished run recorded with what would run now, naming each
-difference; a run with any is stale.
+The machine's floating-point order (``MACHINE_KEYS``: the CPU or GPU model, ATen's CPU kernel level,
+the CPU thread count, the compute capability, CUDA and cuDNN) changes the last bits of a run and
+nothing else: measured on the paper's ConvNet, 1 against 2 threads and AVX512 against the default
+kernels move eval_loss in its 7th digit. By default these are recorded and shown
+(``machine_notes``: ``runners.status``, the report's mix warnings), not compared, so that the serial
+and parallel launchers, or a cluster's mixed nodes, never call each other's runs stale for that alone.
+``exact_machine=true`` puts them in the comparison for bit-for-bit reproduction.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = [
     "installed",
     "versions",
     "stale_reasons",
+    "machine_notes",
+    "MACHINE_KEYS",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMERIC_DIRS = ("thermolion", "models", "runners/train")
 PROJECT_PACKAGES = ("thermolion", "models", "runners")  # hashed by code_version, never a package version
 BASE_PACKAGES = ("torch", "torchvision", "numpy")
+# environment keys whose differences change floating-point order only (see the module's docstring)
+MACHINE_KEYS = ("device", "cpu_capability", "torch_threads", "gpu_capability", "cuda", "cudnn")
 
 
 def code_files(root: Path = ROOT) -> list[Path]:
@@ -111,13 +121,19 @@ def stale_reasons(
     code: str,
     device_type: Optional[str] = None,
     expected: Iterable[str] = (),
-    threads: Optional[int] = None,
+    machine: Optional[dict] = None,
+    data: Optional[dict] = None,
+    exact_machine: Optional[bool] = None,
 ) -> list[str]:
     """Why a finished run (its run.json, ``info``) would not give the same numbers now: one phrase per
-    difference in code, package versions, device type and, on the CPU, thread count; empty when it would.
+    difference in code, package versions, the data's content, device type and, with ``exact_machine``,
+    the machine; empty when it would.
 
     ``expected`` names packages the run needs now (a relaunch knows them from its config); a recorded
-    package is compared whether expected or not, so reading folders needs no config."""
+    package is compared whether expected or not, so reading folders needs no config. ``data`` is the
+    current ``{split: digest}`` (``runners.datafiles.data_digest``); None skips the comparison (a reader
+    without the files). ``machine`` is the current ``runners.sweep.provenance.machine``; compared when
+    ``exact_machine`` (default: what the run's own config says)."""
     reasons = []
     old = info.get("code_version") or "unrecorded"
     if old != code:
@@ -130,10 +146,47 @@ def stale_reasons(
         was, now = recorded.get(package, "unrecorded"), installed(package)
         if was != now:
             reasons.append(f"{package} {was}, now {now}")
+    if data is not None:
+        reasons += _data_reasons(info.get("data_sha"), data)
     env = info.get("environment") or {}
-    was_device, was_threads = env.get("device_type"), env.get("torch_threads")
+    was_device = env.get("device_type")
     if device_type is not None and was_device is not None and was_device != device_type:
         reasons.append(f"device {was_device}, now {device_type}")
-    elif device_type == "cpu" and None not in (threads, was_threads) and threads != was_threads:
-        reasons.append(f"{was_threads} CPU threads, now {threads}")
+    elif machine is not None:
+        if exact_machine is None:
+            exact_machine = bool((info.get("config") or {}).get("exact_machine"))
+        if exact_machine:
+            reasons += machine_notes(env, machine)
     return reasons
+
+
+def _data_reasons(was: Optional[dict], now: dict) -> list[str]:
+    if was is None:
+        return ["no recorded data hash (written before the data's content was recorded)"]
+    out = []
+    for split in sorted({*was, *now}):
+        old, new = was.get(split), now.get(split)
+        if None not in (old, new) and old != new:
+            out.append(f"data {split} files {old}, now {new} (other content under data.root)")
+    return out
+
+
+def machine_notes(env: dict, machine: dict) -> list[str]:
+    """The floating-point-order differences (``MACHINE_KEYS``) between a run's recorded environment and
+    ``machine``, one phrase each: what ``exact_machine`` compares, and what status shows otherwise."""
+    out = []
+    for key in MACHINE_KEYS:
+        was, now = env.get(key), machine.get(key)
+        if key in env and key in machine and was != now:
+            out.append(f"{_MACHINE_WORDS[key]} {was}, now {now}")
+    return out
+
+
+_MACHINE_WORDS = {
+    "device": "on",
+    "cpu_capability": "ATen CPU kernels",
+    "torch_threads": "CPU threads",
+    "gpu_capability": "compute capability",
+    "cuda": "CUDA",
+    "cudnn": "cuDNN",
+}

@@ -2,8 +2,9 @@
 protocols' defaults, the accepted values, and the run options that change no number.
 
 ``RunOptions`` holds the settings of *how* a run is carried out (a progress bar, per-epoch
-checkpoints). They are read from the ``trainer:`` group like the rest, but live here, outside the
-hashed numeric core (``runners/train``), and outside a run's identity: a test shows, for every
+checkpoints, ThermoLion's diagnostics, which add columns and change no number). They are read from
+the ``trainer:`` group like the rest, but live here, outside the hashed numeric core
+(``runners/train``), and outside a run's identity: a test shows, for every
 registered optimizer and each model family, that they change no number.
 """
 
@@ -23,6 +24,7 @@ class ConfigError(ValueError):
 class RunOptions:
     checkpoint: bool = True  # per-epoch checkpoint, so that a killed run resumes
     progress: str = "auto"  # auto: a tqdm bar when attached to a terminal; "on"/"off"
+    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch (extra columns; no number changes)
 
 
 # What a relaunch trains again: None, finished runs none; stale, those made by other code or packages;

@@ -19,16 +19,18 @@ A diverged run is a result: leaving it out would let the optimizer that diverges
 (survivorship). A failed, interrupted or running run is no result yet: it is never given a number,
 but every cell says how many runs it covers, so a gap is never silent.
 
-The owner test lives here too (``sweep.lock`` uses it): an owner is gone when, on this host, its PID
-no longer exists, or when its heartbeat (the LOCK file's modification time) is older than
-``STALE_AFTER_S``.
+The owner test lives here too (``sweep.lock`` uses it): an owner is gone when its heartbeat (the
+LOCK file's modification time) is older than ``STALE_AFTER_S``, or when it ran where this process
+runs (the same ``machine_id``: machine, boot and PID namespace) and its PID no longer exists. A host
+name is not enough for the second test: containers and cluster nodes share names (this machine's is
+``vm``), and another namespace's live PID is invisible from here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ __all__ = [
     "lock_record",
     "owner_gone",
     "pid_alive",
+    "machine_id",
 ]
 
 STATUSES = {
@@ -91,11 +94,29 @@ def pid_alive(pid: int) -> bool:
 
 
 def owner_gone(record: dict, stale_after_s: float = STALE_AFTER_S) -> bool:
-    """Whether a lock's owner (a record with host, pid and ``age_s``) is gone."""
-    if record["age_s"] > stale_after_s:  # also covers a reused PID on this host
+    """Whether a lock's owner (a record with machine, pid and ``age_s``) is gone."""
+    if record["age_s"] > stale_after_s:  # also covers a reused PID here
         return True
-    pid = record.get("pid")
-    return record.get("host") == platform.node() and isinstance(pid, int) and pid > 0 and not pid_alive(pid)
+    pid, here = record.get("pid"), machine_id()
+    same_place = here is not None and record.get("machine") == here
+    return same_place and isinstance(pid, int) and pid > 0 and not pid_alive(pid)
+
+
+@functools.cache
+def machine_id() -> Optional[str]:
+    """Where PIDs mean the same process: /etc/machine-id, the kernel's boot id and this PID namespace.
+    None where the OS tells none of them (then only heartbeats decide)."""
+    parts = []
+    for path in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            parts.append(Path(path).read_text().strip())
+        except OSError:
+            parts.append("")
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        parts.append("")
+    return ":".join(parts) if parts[1] and parts[2] else None
 
 
 def lock_record(path: Path) -> Optional[dict]:

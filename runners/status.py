@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 from .outcomes import STATUSES
 
@@ -39,10 +40,24 @@ def current_identity():
     """``info -> reasons``: why a finished run (its run.json) would not give the same numbers if run now."""
     import torch
 
+    from .datafiles import data_digest
     from .identity import code_version, stale_reasons
+    from .sweep.provenance import machine
     from .train.build import pick_device
 
-    code, threads = code_version(), torch.get_num_threads()
+    code, here, digests = code_version(), machine(torch.device("cpu")), {}
+
+    def data_now(info: dict):
+        try:
+            data = DataFiles(**{k: info["config"]["data"].get(k) for k in DataFiles._fields})
+        except (KeyError, TypeError, AttributeError):
+            return None
+        if data not in digests:  # once per dataset and split setting, not once per run
+            try:
+                digests[data] = data_digest(data)
+            except (OSError, ValueError):
+                digests[data] = None
+        return digests[data]
 
     def reasons(info: dict) -> list[str]:
         configured = str((info.get("config") or {}).get("trainer", {}).get("device", "auto"))
@@ -50,9 +65,37 @@ def current_identity():
             device = pick_device(configured).type
         except RuntimeError:  # a device string this torch cannot parse: nothing to compare
             device = None
-        return stale_reasons(info, code, device, threads=threads)
+        now = here if device == "cpu" else None  # another device type is named as such
+        return stale_reasons(info, code, device, machine=now, data=data_now(info))
 
     return reasons
+
+
+class DataFiles(NamedTuple):
+    """What ``data_digest`` reads of a recorded config's data section."""
+
+    name: str
+    eval_split: str
+    root: Optional[str]
+    cache_dir: Optional[str]
+    image_size: int
+
+
+def machine_differences(records: list[dict]) -> Counter:
+    """How many finished runs were made with another floating-point order than this machine's, by
+    difference (``runners.identity.machine_notes``): shown, not counted stale, unless exact_machine."""
+    import torch
+
+    from .identity import machine_notes
+    from .sweep.provenance import machine
+
+    here, out = machine(torch.device("cpu")), Counter()
+    for r in records:
+        env = (r.get("info") or {}).get("environment") or {}
+        if r["status"] in ("done", "diverged", "stale") and env.get("device_type") == "cpu":
+            for note in machine_notes(env, here):
+                out[note] += 1
+    return out
 
 
 def main(argv=None) -> int:
@@ -72,6 +115,11 @@ def main(argv=None) -> int:
         + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s])
         + (" (nothing here yet)" if not records else "")
     )
+    differences = machine_differences(records)
+    if differences:
+        print("\nmade on another machine (last bits only; recorded, not stale unless exact_machine=true):")
+        for note, count in sorted(differences.items()):
+            print(f"  {count} run(s): {note}")
     for status in ORDER[1:]:
         listed = [r for r in records if r["status"] == status]
         if listed:

@@ -1,5 +1,6 @@
 """Data layer: every paper dataset through torchvision's own parsers, caching, splits, loader."""
 
+import os
 import urllib.error
 
 import numpy as np
@@ -83,6 +84,49 @@ def test_cache_hit_returns_identical_tensors_without_reading_the_files(tmp_path,
     assert not other_size.exists()
 
 
+def _rewrite_keeping_times(path, flip_at: int) -> None:
+    """Another byte at ``flip_at``, same size, the old access and modification times put back, as
+    ``cp -p``, ``rsync -a`` and ``shutil.copytree`` leave a replaced file."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[flip_at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+
+
+@pytest.mark.parametrize(
+    "name, changed",
+    [
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte"),
+        ("gtsrb", "gtsrb/GTSRB/Training/00000/00000_00000.ppm"),  # a file inside a folder entry
+    ],
+)
+def test_a_file_replaced_with_its_old_mtime_and_size_is_read_again(tmp_path, cache, name, changed):
+    root = tmp_path / "data"
+    getattr(fake, f"write_{name}")(root)
+    x, _ = DS.load_split(name, "train", root=str(root), download=False)
+    digest = DS.source_digest(name, "train", str(root))
+    _rewrite_keeping_times(root / changed, flip_at=-1 if name == "gtsrb" else 16 + 28 * 28 - 1)
+    assert DS.source_digest(name, "train", str(root)) != digest
+    x2, _ = DS.load_split(name, "train", root=str(root), download=False)
+    assert not torch.equal(x, x2)  # the cache was not trusted: the new pixel is there
+
+
+def test_the_source_digest_is_the_content_wherever_the_files_are(tmp_path, cache):
+    import hashlib
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    fake.write_mnist(a)
+    fake.write_mnist(b)  # the same bytes under another root
+    expected = hashlib.sha256()
+    for rel in get_info("mnist").files["train"]:
+        expected.update(rel.encode() + b"\0" + (a / rel).read_bytes() + b"\0")
+    assert DS.source_digest("mnist", "train", str(a)) == expected.hexdigest()[:16]
+    assert DS.source_digest("mnist", "train", str(b)) == expected.hexdigest()[:16]
+    assert DS.source_digest("mnist", "train", str(tmp_path / "nowhere")) is None
+
+
 def test_an_interrupted_cache_write_is_never_read(tmp_path, cache, monkeypatch):
     root = tmp_path / "data"
     fake.write_mnist(root)
@@ -95,7 +139,7 @@ def test_an_interrupted_cache_write_is_never_read(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         DS.load_split("mnist", "train", root=str(root), download=False)
-    assert list(cache.iterdir()) == []  # no partial file under the final name, no temp left
+    assert [p.name for p in cache.iterdir()] == ["sources"]  # no partial file under the final name, no temp left
     monkeypatch.setattr(torch, "save", real_save)
     x, y = DS.load_split("mnist", "train", root=str(root), download=False)
     assert len(y) == 6

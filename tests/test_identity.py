@@ -8,6 +8,7 @@ and the edits that must not make finished runs stale (a progress default, an err
 import dataclasses
 import hashlib
 import inspect
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from runners.sweep import job as T
 from runners.sweep.compose import compose_run
 from runners.train.datasets import get_info
 from runners.train.settings import DataConfig, TrainerConfig
-from thermolion import OPTIMIZERS
+from thermolion import OPTIMIZERS, get_spec
 
 from .test_harness import ROOT, config, read_metrics
 from .test_reliability import copied_checkout
@@ -78,14 +79,24 @@ TINY = ["dataset=digits", "data.image_size=8", "data.train_subset=300", "trainer
 
 
 def _pair(tmp_path, *overrides):
-    """The same run with the options one way and the other: checkpoints on and bar off, then the reverse."""
+    """The same run with the options one way and the other: checkpoints on, bar off, diagnostics on,
+    then the reverse."""
     runs = []
-    for i, options in enumerate((["trainer.checkpoint=true", "trainer.progress=off"], ["trainer.checkpoint=false"])):
+    on = ["trainer.checkpoint=true", "trainer.progress=off", "trainer.track_stats=true"]
+    for i, options in enumerate((on, ["trainer.checkpoint=false", "trainer.track_stats=false"])):
         cfg = compose_run(*TINY, *overrides, *options, f"results_dir={tmp_path / str(i)}")
         if i == 1:  # the bar drawn, as on a terminal (progress=on)
-            cfg = dataclasses.replace(cfg, options=RunOptions(checkpoint=False, progress="on"))
+            cfg = dataclasses.replace(cfg, options=RunOptions(checkpoint=False, progress="on", track_stats=False))
         runs.append(T.train(cfg))
     return runs
+
+
+def _same_numbers(on: Path, off: Path) -> None:
+    """Every number both runs wrote is equal; the diagnostics (track_stats) only add columns."""
+    with_stats, without = _numbers(on), _numbers(off)
+    assert len(with_stats) == len(without)
+    for a, b in zip(with_stats, without):
+        assert set(b) <= set(a) and {k: a[k] for k in b} == b
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
@@ -93,7 +104,9 @@ def test_run_options_change_no_number_for_any_registered_optimizer(tmp_path, opt
     on, off = _pair(tmp_path, f"optimizer={optimizer}")
     assert on.status == off.status and on.status in ("done", "diverged")
     assert on.run_dir.relative_to(tmp_path / "0") == off.run_dir.relative_to(tmp_path / "1")
-    assert _numbers(on.run_dir) == _numbers(off.run_dir)
+    _same_numbers(on.run_dir, off.run_dir)
+    if get_spec(optimizer).factory is get_spec("thermolion").factory and on.status == "done":  # the switch reached it
+        assert "gate_mean" in read_metrics(on.run_dir)[0] and "gate_mean" not in read_metrics(off.run_dir)[0]
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -103,7 +116,7 @@ def test_run_options_change_no_number_for_any_model_family(tmp_path, model, opti
     extra = ["model.depth=1"] if model == "vit_tiny" else []
     on, off = _pair(tmp_path, f"optimizer={optimizer}", f"model={model}", *small, *extra)
     assert on.status == off.status == "done"
-    assert _numbers(on.run_dir) == _numbers(off.run_dir)
+    _same_numbers(on.run_dir, off.run_dir)
 
 
 # ------------------------------------------------------------------ package versions
@@ -261,19 +274,107 @@ def test_run_json_carries_its_schema_and_the_identity(tmp_path):
     ] in ("cpu", "cuda")
 
 
-def test_a_relaunch_with_another_cpu_thread_count_is_stale(tmp_path):
-    """CPU reductions split their work by thread, so the count is an input (ThermoLion's mean(v) and
-    resnet18's backward differ in the last bits between 1 and 2 threads on the project's machine)."""
+def test_another_cpu_thread_count_is_recorded_and_shown_and_stale_only_under_exact_machine(tmp_path, capsys):
+    """CPU reductions split their work by thread, so the count moves the last bits (ThermoLion's mean(v),
+    resnet18's backward). By default that is shown, not enforced: the serial launcher (all cores) and the
+    parallel one (1 thread a run) must not call each other's runs stale. exact_machine=true enforces it."""
     cfg = config(tmp_path, "adamw", epochs=1)
+    exact = dataclasses.replace(cfg, exact_machine=True)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         assert T.train(cfg).status == "done" and rf.read_info(cfg.run_dir())["environment"]["torch_threads"] == 1
-        assert T.train(cfg).status == "skipped"
         torch.set_num_threads(2)
-        kept = T.train(cfg)
-        assert kept.status == "stale" and "1 CPU threads, now 2" in kept.error
+        assert T.train(cfg).status == "skipped"
+        kept = T.train(exact)
+        assert kept.status == "stale" and "CPU threads 1, now 2" in kept.error
+        from runners import status
+
+        status.main([str(tmp_path / "results")])
+        out = capsys.readouterr().out
+        assert "1 done" in out and "1 run(s): CPU threads 1, now 2" in out
     finally:
         torch.set_num_threads(before)
     gpu_run = {"code_version": "x", "packages": {}, "environment": {"device_type": "cuda", "torch_threads": 1}}
-    assert identity.stale_reasons(gpu_run, "x", "cuda", threads=2) == []  # threads matter on the CPU only
+    assert identity.stale_reasons(gpu_run, "x", "cuda", machine={"torch_threads": 2}) == []  # not exact: shown only
+
+
+def test_the_environment_names_the_machine_by_model_and_kernels(tmp_path):
+    env = rf.read_info(T.train(config(tmp_path, "adamw", epochs=1)).run_dir)["environment"]
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["torch_threads"] == torch.get_num_threads()
+    if Path("/proc/cpuinfo").exists():  # Linux: platform.processor() is empty there, the OS names the model
+        models = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln]
+        assert env["cpu_model"] in models and env["device"] == env["cpu_model"] != "cpu"
+
+
+@pytest.mark.parametrize(
+    "key, was, now",
+    [
+        ("device", "AMD EPYC", "Intel Xeon"),
+        ("cpu_capability", "AVX512", "DEFAULT"),
+        ("torch_threads", 1, 2),
+        ("gpu_capability", "9.0", "8.0"),
+        ("cuda", "13.0", "12.8"),
+        ("cudnn", 91000, 90100),
+    ],
+)
+def test_every_machine_key_is_shown_and_enforced_only_under_exact_machine(key, was, now):
+    keys = {"device", "cpu_capability", "torch_threads", "gpu_capability", "cuda", "cudnn"}
+    assert set(identity.MACHINE_KEYS) == keys
+    info = {"code_version": "x", "packages": {}, "data_sha": {}, "environment": {"device_type": "cpu", key: was}}
+    here = {"device_type": "cpu", key: now}
+    assert identity.stale_reasons(info, "x", "cpu", machine=here) == []
+    enforced = identity.stale_reasons(info, "x", "cpu", machine=here, exact_machine=True)
+    assert len(enforced) == 1 and str(was) in enforced[0] and str(now) in enforced[0]
+    recorded = {**info, "config": {"exact_machine": True}}  # the run's own setting, when the caller has none
+    assert identity.stale_reasons(recorded, "x", "cpu", machine=here) == enforced
+
+
+# ------------------------------------------------------------------ the data's content
+def _mnist_run(tmp_path, root: Path, *extra):
+    return compose_run(
+        "dataset=mnist",
+        "data.image_size=8",
+        "trainer.epochs=1",
+        "trainer.progress=off",
+        "optimizer=adamw",
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"results_dir={tmp_path / 'results'}",
+        *extra,
+    )
+
+
+def test_a_finished_run_is_reused_only_on_data_of_the_same_content(tmp_path):
+    from . import fake_datasets as fake
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    fake.write_mnist(a)
+    fake.write_mnist(b)  # the same bytes under another root
+    fake.write_mnist(c, n=8)  # other files
+    first = T.train(_mnist_run(tmp_path, a))
+    assert first.status == "done"
+    recorded = rf.read_info(first.run_dir)["data_sha"]
+    assert set(recorded) == {"train", "test"} and all(len(v) == 16 for v in recorded.values())
+    assert T.train(_mnist_run(tmp_path, b)).status == "skipped"  # data.root is where, not what
+    other = T.train(_mnist_run(tmp_path, c))
+    assert other.status == "stale" and f"data train files {recorded['train']}, now " in other.error
+    # new files copied over the old path, times kept (cp -p): stale too, never "already complete"
+    for f in (c / "MNIST" / "raw").iterdir():
+        target = a / "MNIST" / "raw" / f.name
+        st = target.stat()
+        target.write_bytes(f.read_bytes())
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = T.train(_mnist_run(tmp_path, a))
+    assert again.status == "stale" and recorded["train"] in again.error
+    rerun = T.train(_mnist_run(tmp_path, a, "rerun=stale"))
+    assert rerun.status == "done" and rf.read_info(rerun.run_dir)["data_sha"] != recorded
+
+
+def test_a_run_json_without_a_data_hash_is_stale():
+    info = {"code_version": "x", "packages": {}, "environment": {"device_type": "cpu"}}
+    assert identity.stale_reasons(info, "x", "cpu", data={"train": "abc"}) == [
+        "no recorded data hash (written before the data's content was recorded)"
+    ]
+    assert identity.stale_reasons(info, "x", "cpu") == []  # a reader without the files compares nothing

@@ -3,6 +3,7 @@
 import json
 import multiprocessing as mp
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -428,3 +429,23 @@ def test_rerun_failed_retries_failed_runs_only_and_clean_removes_failed_folders(
     )
     assert proc.returncode == 0 and "1 failed run folder(s) removed" in proc.stdout and "disk on fire" in proc.stdout
     assert not bad.run_dir().exists() and (ok.run_dir() / "DONE").exists()
+
+
+def test_a_dead_pid_frees_a_lock_only_where_pids_mean_the_same_process(tmp_path):
+    """Host names repeat across containers and nodes; a PID is judged dead only in the owner's own machine,
+    boot and PID namespace (outcomes.machine_id), else the heartbeat decides."""
+    from runners.outcomes import machine_id
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {"host": platform.node(), "pid": dead.pid, "token": "t", "since": "x"}
+    (tmp_path / "LOCK").write_text(json.dumps({**record, "machine": "other-machine:other-boot:4026531836"}))
+    assert not RunLock(tmp_path).acquire()  # our host name, a PID dead here, but another machine: alive
+    (tmp_path / "LOCK").write_text(json.dumps(record))  # a record from before machine ids: heartbeat only
+    assert not RunLock(tmp_path).acquire()
+    (tmp_path / "LOCK").write_text(json.dumps({**record, "machine": machine_id()}))
+    if machine_id() is None:
+        pytest.skip("this OS tells no machine/boot id: only heartbeats decide here")
+    taker = RunLock(tmp_path)
+    assert taker.acquire() and taker.took_over["pid"] == dead.pid
+    taker.release()

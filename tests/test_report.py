@@ -1,5 +1,6 @@
 """Reports from synthetic results with known numbers, and from a real tiny sweep."""
 
+import dataclasses
 import json
 import math
 import statistics
@@ -227,3 +228,28 @@ def test_unknown_reference_names_are_rejected_with_the_names_present(tmp_path):
     summary = R.build_report(root, tmp_path / "out")  # no adamw or adam: the reference falls back to lion
     assert summary["protocols"]["paper"]["overhead"]["thermolion"]["ratio_to_lion"] > 0
     assert "relative to lion" in (tmp_path / "out" / "paper" / "overhead.md").read_text()
+
+
+def test_labels_come_from_run_json_whatever_the_values_hold(tmp_path):
+    """A value written with an exponent holds the folder's "+" separator (momentum_decay=1e6 is named
+    1e+06): tables take the labels run.json records, never the folder name split back."""
+    from runners.report.collect import collect, folder_labels
+    from runners.sweep import job as T
+
+    from .test_harness import config
+
+    cfg = dataclasses.replace(config(tmp_path, "nadamw", epochs=1))
+    cfg = dataclasses.replace(
+        cfg, optimizer=dataclasses.replace(cfg.optimizer, kwargs={**cfg.optimizer.kwargs, "momentum_decay": 1e6})
+    )
+    result = T.train(cfg)
+    assert result.status == "done" and "nadamw_momentum_decay=1e+06+epochs=1" in str(result.run_dir)
+    runs = collect(tmp_path / "results").runs
+    assert runs["optimizer"].tolist() == ["nadamw_momentum_decay=1e+06"]
+    assert runs["protocol"].tolist() == ["rigorous+epochs=1,image_size=16"]
+    # run.json written before labels were recorded: the folder is split where a setting's name follows "+"
+    assert folder_labels("nadamw_momentum_decay=1e+06+epochs=1,image_size=16") == {
+        "optimizer": "nadamw_momentum_decay=1e+06",
+        "settings": "epochs=1,image_size=16",
+    }
+    assert folder_labels("adamw_lr=0.01") == {"optimizer": "adamw_lr=0.01", "settings": ""}

@@ -24,7 +24,7 @@ from runners.sweep.compose import compose_dict, compose_run  # noqa: E402
 from runners.tracking import config as tracking_config  # noqa: E402
 from runners.tracking import epoch_points, parse_loggers  # noqa: E402
 
-from .test_harness import ROOT, run_py  # noqa: E402
+from .test_harness import ROOT, die_after_checkpoint, run_py  # noqa: E402
 from .wandb_records import read_run  # noqa: E402
 
 ALL = "logger=[tensorboard,mlflow,wandb]"
@@ -159,13 +159,15 @@ def test_a_killed_and_resumed_run_continues_one_tracker_run_without_logging_a_st
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg)
     first = rf.read_info(cfg.run_dir())["trackers"]
-    assert first["logged_step"] == 24
+    assert [first[k]["logged_step"] for k in ("mlflow", "wandb", "tensorboard")] == [24, 24, 24]
     monkeypatch.setattr(T, "save_checkpoint", real_save)
     assert T.train(cfg).status == "done"  # resumed from epoch 1's checkpoint: epoch 2 trained again
     record = rf.read_info(cfg.run_dir())["trackers"]
-    assert {k: record[k] for k in ("mlflow", "wandb", "tensorboard")} == {
-        k: first[k] for k in ("mlflow", "wandb", "tensorboard")
-    }
+
+    def ids(rec):
+        return {k: {n: v for n, v in rec[k].items() if n != "logged_step"} for k in ("mlflow", "wandb", "tensorboard")}
+
+    assert ids(record) == ids(first) and record["mlflow"]["logged_step"] == 36
     steps = list(range(3, 37, 3))
     client = MlflowClient(record["mlflow"]["tracking_uri"])
     assert len(client.search_runs([record["mlflow"]["experiment_id"]])) == 1
@@ -297,3 +299,40 @@ def test_concurrent_writers_share_one_sqlite_store_without_losing_a_point(tmp_pa
     for run in runs:
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "train/loss_step")) == 40
+
+
+def test_a_tracker_added_at_a_resume_is_back_filled_and_says_so(tmp_path, monkeypatch, capsys):
+    """Each tracker keeps its own logged step: one added at a resume gets the epochs already trained,
+    and the tracker that was there logs nothing twice."""
+    where = f"results_dir={tmp_path / 'results'}"
+    cfg = compose_run("logger=tensorboard", *SMALL, where)
+    real_save = die_after_checkpoint(monkeypatch, 2)  # killed right after epoch 2's checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    resumed = compose_run("logger=[tensorboard,mlflow]", *SMALL, where)
+    assert resumed.run_dir() == cfg.run_dir() and T.train(resumed).status == "done"
+    out = capsys.readouterr().out
+    assert "logger mlflow added at a resume: back-filled epochs 1-2" in out
+    record = rf.read_info(cfg.run_dir())["trackers"]
+    client = MlflowClient(record["mlflow"]["tracking_uri"])
+    acc = {m.step: m.value for m in client.get_metric_history(record["mlflow"]["run_id"], "eval/acc")}
+    assert acc == {int(r["step"]): float(r["eval_acc"]) for r in _rows(cfg.run_dir() / rf.METRICS)}  # 12, 24, 36
+    events = EventAccumulator(record["tensorboard"]["log_dir"])
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/acc")] == [12, 24, 36]  # nothing twice
+
+
+def test_a_fresh_start_leaves_one_mlflow_run_per_run_folder(tmp_path):
+    """rerun=all (or a stale rerun, or a discarded checkpoint) opens a new MLflow run and soft-deletes the
+    one it replaces, so the experiment shows one run per folder (``mlflow runs restore`` undoes it)."""
+    where = f"results_dir={tmp_path / 'results'}"
+    first = T.train(compose_run("logger=mlflow", *SMALL, where))
+    old = rf.read_info(first.run_dir)["trackers"]["mlflow"]
+    again = T.train(compose_run("logger=mlflow", *SMALL, where, "rerun=all"))
+    new = rf.read_info(again.run_dir)["trackers"]["mlflow"]
+    client = MlflowClient(new["tracking_uri"])
+    active = client.search_runs([new["experiment_id"]])
+    assert [r.info.run_id for r in active] == [new["run_id"]] != [old["run_id"]]
+    assert active[0].data.tags["supersedes"] == old["run_id"]
+    assert client.get_run(old["run_id"]).info.lifecycle_stage == "deleted"

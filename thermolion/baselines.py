@@ -204,7 +204,9 @@ class Lookahead(Optimizer):
     slow copy *after* the first inner step of each cycle, so every interpolation is between the
     weights after steps 1 and k of the cycle.
 
-    ``param_groups`` are the inner optimizer's, so lr schedulers act on it.
+    ``param_groups``, ``defaults`` and ``state`` are the inner optimizer's, read through on every access
+    (as ``torch.optim.swa_utils`` and timm's Lookahead share them), so an lr scheduler writes into the
+    dicts the inner optimizer trains with, also after ``load_state_dict`` replaced them.
     """
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, late_snapshot: bool = False):
@@ -217,8 +219,6 @@ class Lookahead(Optimizer):
         # Deliberately no super().__init__: the groups and defaults are the inner optimizer's.
         self.optimizer = optimizer
         self.k, self.alpha, self.late_snapshot = k, alpha, late_snapshot
-        self.param_groups = optimizer.param_groups
-        self.defaults = optimizer.defaults
         self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = {}, {}
         self._counter = 0
         self._slow: list[Tensor] = []
@@ -232,9 +232,28 @@ class Lookahead(Optimizer):
     def _snapshot(self) -> None:
         self._slow = [p.detach().clone() for p in self._params()]
 
+    # Properties, not copies: the inner load_state_dict replaces its param_groups list, and a copy
+    # kept here would leave an lr scheduler writing into dicts that nothing reads.
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict]) -> None:
+        self.optimizer.param_groups = groups
+
+    @property
+    def defaults(self) -> dict:
+        return self.optimizer.defaults
+
     @property
     def state(self):  # the inner optimizer's per-parameter state (what tools inspect)
         return self.optimizer.state
+
+    def add_param_group(self, param_group: dict) -> None:
+        self.optimizer.add_param_group(param_group)
+        if self._slow or not self.late_snapshot:  # the new parameters' slow copies start at their weights
+            self._slow += [p.detach().clone() for p in self.param_groups[-1]["params"]]
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):

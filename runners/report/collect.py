@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
         record = {"run_dir": name, "status": outcome.status, "reason": outcome.reason, "info": info or {}}
         records.append(record)
         cfg = (info or {}).get("config")
-        key = _key(run_dir, cfg, name) if cfg else None
+        key = _key(run_dir, info, name) if cfg else None
         if status not in COUNTED:
             excluded.append({"run_dir": name, "status": outcome.status, "reason": outcome.reason})
             if key:
@@ -133,20 +134,35 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
 _KEY = ("protocol", "dataset", "optimizer", "optimizer_name", "seed", "run_dir")
 
 
-def _key(run_dir: Path, cfg: dict, name: str) -> dict:
-    # Folder "<optimizer>[_<overrides>][+<settings>]": runs with other settings (epochs, label
-    # noise, ...) form their own section "<protocol>+<settings>", never mixed with the defaults.
-    optimizer, _, settings = run_dir.parent.name.partition("+")
+def _key(run_dir: Path, info: dict, name: str) -> dict:
+    # Runs with other settings (epochs, label noise, ...) form their own section "<protocol>+<settings>",
+    # never mixed with the defaults. The labels come from run.json; only a run.json written before they
+    # were recorded has its folder name read, split where a setting's name follows a "+".
+    cfg = info["config"]
+    labels = info.get("labels") or folder_labels(run_dir.parent.name)
+    settings = labels["settings"]
     return {
         "protocol": cfg["protocol"] + (f"+{settings}" if settings else ""),
         "dataset": cfg["data"]["name"],
-        "optimizer": optimizer,
+        "optimizer": labels["optimizer"],
         "optimizer_name": cfg["optimizer"]["name"],
         "seed": int(cfg["seed"]),
         "run_dir": name,
         "trial": cfg.get("trial"),
         "tuned_from": cfg.get("tuned_from"),
     }
+
+
+_SETTINGS_START = re.compile(r"\+(?=[a-z][a-z0-9_]*=)")
+
+
+def folder_labels(folder: str) -> dict[str, str]:
+    """The labels of a ``<optimizer>[_<overrides>][+<settings>]`` folder written before run.json recorded
+    them: the first "+" that starts a ``name=`` (so ``momentum_decay=1e+06`` stays in the optimizer's)."""
+    found = _SETTINGS_START.search(folder)
+    if found is None:
+        return {"optimizer": folder, "settings": ""}
+    return {"optimizer": folder[: found.start()], "settings": folder[found.end() :]}
 
 
 def _metrics(rows: list[dict]) -> dict:
@@ -201,10 +217,23 @@ def packages_of(info: dict) -> str:
 
 
 def hardware_of(env: dict) -> str:
-    """What a run's timings depend on: the device and, on the CPU, the thread count."""
+    """What a run's timings and last bits depend on: the device by model and, on the CPU, ATen's kernel
+    level and the thread count; on a GPU, its compute capability and CUDA version."""
     device = env.get("device") or "unrecorded"
-    threads = env.get("torch_threads")
-    return f"{device} ({threads} threads)" if threads and env.get("device_type", "cpu") == "cpu" else device
+    if env.get("device_type", "cpu") == "cpu":
+        parts = [
+            p for p in (env.get("cpu_capability"), env.get("torch_threads") and f"{env['torch_threads']} threads") if p
+        ]
+    else:
+        parts = [
+            p
+            for p in (
+                env.get("gpu_capability") and f"sm {env['gpu_capability']}",
+                env.get("cuda") and f"CUDA {env['cuda']}",
+            )
+            if p
+        ]
+    return f"{device} ({', '.join(parts)})" if parts else device
 
 
 def _curve(run_dir: Path, name: str, rows: list[dict], fine: bool) -> list[tuple]:

@@ -3,9 +3,9 @@
 A run writes, under its own folder, ``metrics.csv`` (a row per epoch), ``run.json`` (config,
 identity, status, final metrics, environment), ``DONE`` last, and while it runs a per-epoch
 ``checkpoint.pt`` from which a killed run resumes; the format is ``runners.run_folder``'s. A
-finished run is reused only when its identity (settings, code, package versions, device type:
-``runners.identity``) is the current one. The numbers come from ``runners.train``; this module only
-decides whether to train and keeps files.
+finished run is reused only when its identity (settings, code, package versions, the data's content,
+device type, and the machine under ``exact_machine``: ``runners.identity``) is the current one.
+The numbers come from ``runners.train``; this module only decides whether to train and keeps files.
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ import torch
 from .. import run_folder as rf
 from ..atomic import torch_save
 from ..config import RunConfig
+from ..datafiles import data_digest
 from ..identity import code_version, stale_reasons
 from ..tracking import Trackers, epoch_points
 from ..tracking.base import run_meta
-from ..tracking.points import metric_name
+from ..tracking.points import history_points, metric_name
 from ..train import loop
 from ..train.backend import backend_settings, prepare_deterministic
 from ..train.build import keep_freed_memory, pick_device
 from .lock import LockLost, RunLock
 from .progress import show_progress
-from .provenance import environment
+from .provenance import environment, machine
 
 __all__ = ["RunResult", "train", "save_checkpoint"]
 
@@ -89,6 +90,7 @@ def train(cfg: RunConfig) -> RunResult:
         info = {
             "config": cfg.to_dict(),
             "fingerprint": cfg.fingerprint(),
+            "labels": cfg.labels(),  # how tables name it: readers take these, never the folder's name
             "code_version": version,
             "packages": packages,
             "seed": cfg.seed,
@@ -163,7 +165,9 @@ def _finished_result(
         print(f"{run_dir}: DONE but metrics.csv is truncated or unreadable: running it again", flush=True)
         rf.unmark_done(run_dir)
         return None
-    reasons = stale_reasons(recorded, version, device.type, packages, torch.get_num_threads())
+    reasons = stale_reasons(
+        recorded, version, device.type, packages, machine(device), data_digest(cfg.data), cfg.exact_machine
+    )
     if cfg.rerun == "all" or (cfg.rerun == "stale" and reasons):
         rf.unmark_done(run_dir)  # a rerun killed midway must not look finished
         return None
@@ -180,7 +184,9 @@ def _load_checkpoint(path: Path, cfg: RunConfig, info: dict) -> Optional[dict]:
     # load_state_dict moves weights and optimizer state to the parameters' device itself.
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     env = info["environment"]
-    reasons = stale_reasons(ckpt, info["code_version"], env["device_type"], info["packages"], env.get("torch_threads"))
+    reasons = stale_reasons(
+        ckpt, info["code_version"], env["device_type"], info["packages"], env, info["data_sha"], cfg.exact_machine
+    )
     if reasons:
         print(
             f"{path.parent}: its checkpoint was written with {'; '.join(reasons)}: starting over rather than "
@@ -220,6 +226,7 @@ def _train(
     info["data_notes"] = run.notes
     info["sizes"] = {"train": len(run.data.train_y), "eval": len(run.data.eval_y), "eval_split": run.data.eval_split}
     info["augment"] = run.augment
+    info["data_sha"] = data_digest(cfg.data)  # after build: a download has brought the files by now
     ckpt_path = run_dir / rf.CHECKPOINT
     ckpt = _load_checkpoint(ckpt_path, cfg, info)
     if ckpt is not None:
@@ -232,7 +239,16 @@ def _train(
     info["epochs_done"] = run.start_epoch
     trackers = Trackers(cfg.loggers)
     if cfg.loggers.trackers:
-        trackers.start(run_meta(cfg, run_dir, info["code_version"]), previous_trackers, resumed=ckpt is not None)
+        meta = run_meta(cfg, run_dir, info["code_version"])
+        behind = trackers.start(meta, previous_trackers, resumed=ckpt is not None)
+        if behind and run.history:  # added at a resume: the epochs already trained, from the run's own rows
+            trackers.log(history_points(run.history, run.evals))
+            print(
+                f"logger {', '.join(behind)} added at a resume: back-filled epochs 1-{len(run.history)} from "
+                f"the run's own rows (the per-step training losses before step {int(run.history[-1]['step'])} "
+                "were not kept)",
+                flush=True,
+            )
         info["trackers"] = trackers.record()
     run.loss_every = trackers.every_steps
     rf.write_info(run_dir, info)
@@ -265,7 +281,7 @@ def _fit(cfg: RunConfig, run: loop.Run, run_dir: Path, info: dict, lock: RunLock
         info.update(epochs_done=len(run.history), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         rf.write_info(run_dir, info)
         if cfg.options.checkpoint and row["epoch"] < tc.epochs:
-            identity = {k: info[k] for k in ("fingerprint", "code_version", "packages", "environment")}
+            identity = {k: info[k] for k in ("fingerprint", "code_version", "packages", "data_sha", "environment")}
             save_checkpoint(ckpt_path, {**identity, **loop.checkpoint_state(run)})
     bar.close()
     lock.check()

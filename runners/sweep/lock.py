@@ -7,7 +7,8 @@ thread touches it every ``HEARTBEAT_S`` seconds, so its modification time is the
 however long an epoch takes.
 
 The owner of an existing lock is gone when
-  * on this host, its PID no longer exists, or
+  * it ran where this process runs (the same machine, boot and PID namespace: ``outcomes.machine_id``,
+    never the host name) and its PID no longer exists, or
   * its heartbeat is older than ``STALE_AFTER_S`` (10 missed beats; the only test for another
     host's owner, and on this host it covers a PID that was reused).
 A gone owner's lock is taken over: the taker holds a short-lived ``LOCK.takeover`` guard (itself
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..outcomes import STALE_AFTER_S, lock_record, owner_gone
+from ..outcomes import STALE_AFTER_S, lock_record, machine_id, owner_gone
 from ..run_folder import LOCK
 
 __all__ = ["RunLock", "LockLost", "HEARTBEAT_S", "STALE_AFTER_S"]
@@ -44,7 +45,8 @@ class RunLock:
         self.path = Path(run_dir) / LOCK
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self.owner = {
-            "host": platform.node(),
+            "host": platform.node(),  # for people; machine_id decides
+            "machine": machine_id(),
             "pid": os.getpid(),
             "token": secrets.token_hex(8),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -1,17 +1,22 @@
 """Where a run's numbers came from, beyond its identity (``runners.identity``): the environment
-recorded in run.json (Python, git commit, host, device, threads, CUDA driver)."""
+recorded in run.json (Python, git commit, host, the machine: CPU model, ATen's CPU capability,
+threads, GPU name, compute capability, CUDA, cuDNN and driver).
+
+The machine's floating-point-order inputs (``runners.identity.MACHINE_KEYS``) are recorded here and
+compared only under ``exact_machine=true``; by default they are shown, not enforced."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 import torch
 
 from ..identity import ROOT
 
-__all__ = ["environment"]
+__all__ = ["environment", "machine", "cpu_model"]
 
 
 def environment(device: torch.device) -> dict:
@@ -45,14 +50,51 @@ def environment(device: torch.device) -> dict:
         "git_commit": commit,
         "git_dirty": dirty,
         "hostname": platform.node(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "device_type": device.type,
+        **machine(device),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         env["driver"] = _driver_version()
     return env
+
+
+def machine(device: torch.device) -> dict:
+    """The machine as it can change a number's last bits: ``device`` names the model (the GPU, or the
+    CPU's model from the OS: ``platform.processor()`` is empty on Linux), plus ATen's CPU kernel level,
+    the thread count and, on CUDA, the compute capability and the CUDA and cuDNN versions."""
+    out = {
+        "device": cpu_model() if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "device_type": device.type,
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        out.update(gpu_capability=f"{major}.{minor}", cuda=torch.version.cuda, cudnn=cudnn)
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo on Linux, sysctl on macOS, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            if out:
+                return out
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def _driver_version():

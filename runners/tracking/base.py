@@ -39,6 +39,10 @@ class Tracker:
         last finished epoch's); close the run."""
         raise NotImplementedError
 
+    def supersede(self, earlier: dict) -> None:
+        """The run folder started over (rerun, a discarded checkpoint): mark ``earlier``, the state an
+        earlier attempt's ``start`` returned, as replaced by this run. Optional: a no-op by default."""
+
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; lists stay values."""

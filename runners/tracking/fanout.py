@@ -1,7 +1,10 @@
 """One run's trackers: each point to each tracker, and a failing tracker off with one warning.
 
-A resumed run continues its tracker runs: their ids, and the last step logged, are kept in run.json
-(``record``); points up to that step are not logged again.
+One tracker run per run folder. A resumed run continues its tracker runs: their ids, and each
+tracker's own last logged step, are kept in run.json (``record``); a tracker is never sent a point at
+or before its own step. A tracker added at a resume starts at step 0, so the job back-fills it with
+the epochs already trained. A fresh start (rerun, a discarded checkpoint) opens new tracker runs
+and lets each tracker mark the one it supersedes (``Tracker.supersede``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ class Trackers:
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
         self.open: dict[str, Tracker] = {}
-        self.states: dict[str, dict] = {}
-        self.logged_step = 0
+        self.states: dict[str, dict] = {}  # each tracker's run id (or error) and its own logged_step
         self.seconds = 0.0  # spent inside the trackers' calls: what watching this run cost it
 
     @property
@@ -31,30 +33,48 @@ class Trackers:
         """How often the trainer keeps a step's loss for the trackers; 0 when there are none."""
         return self.config.every_steps if self.config.trackers else 0
 
-    def start(self, run: RunMeta, previous: Optional[dict], resumed: bool) -> None:
-        """Open each tracker; ``previous`` is run.json's record of an earlier attempt, continued when
-        the run resumes from its checkpoint (a fresh start opens new tracker runs)."""
-        previous = (previous or {}) if resumed else {}
-        self.logged_step = int(previous.get("logged_step", 0))
-        self.seconds = float(previous.get("seconds", 0.0))
-        for spec in self.config.trackers:
-            resume = previous.get(spec.name)
-            resume = resume if isinstance(resume, dict) and "error" not in resume else None
+    @property
+    def logged_step(self) -> int:
+        """The step every open tracker has logged up to (the least of theirs)."""
+        return min((self.step(name) for name in self.open), default=0)
 
-            def start(spec=spec, resume=resume) -> None:
+    def step(self, name: str) -> int:
+        return int(self.states.get(name, {}).get("logged_step", 0))
+
+    def start(self, run: RunMeta, previous: Optional[dict], resumed: bool) -> list[str]:
+        """Open each tracker; ``previous`` is run.json's record of an earlier attempt, continued when
+        the run resumes from its checkpoint. A fresh start opens new tracker runs, and each tracker may
+        mark the earlier attempt's run as superseded. Returns the trackers that start behind the run
+        (added at a resume): the caller back-fills them."""
+        previous = previous or {}
+        self.seconds = float(previous.get("seconds", 0.0)) if resumed else 0.0
+        shared_step = int(previous.get("logged_step", 0))  # run.json written before per-tracker steps
+        behind = []
+        for spec in self.config.trackers:
+            earlier = previous.get(spec.name)
+            earlier = earlier if isinstance(earlier, dict) and "error" not in earlier else None
+            resume = earlier if resumed else None
+            step = int(resume.get("logged_step", shared_step)) if resume is not None else 0
+
+            def start(spec=spec, resume=resume, step=step) -> None:
                 tracker = load_class(spec.target)(**spec.kwargs)
-                self.states[spec.name] = tracker.start(run, resume, self.logged_step)
+                self.states[spec.name] = {**tracker.start(run, resume, step), "logged_step": step}
                 self.open[spec.name] = tracker
 
             self._guard(spec.name, start)
+            if spec.name in self.open and not resumed and earlier is not None:
+                self._guard(spec.name, lambda t=self.open[spec.name], e=earlier: t.supersede(e))
+            if spec.name in self.open and resumed and resume is None:
+                behind.append(spec.name)
+        return behind
 
     def log(self, points: Points) -> None:
-        points = [(step, metrics) for step, metrics in points if step > self.logged_step]
-        if not points:
-            return
         for name, tracker in list(self.open.items()):
-            self._guard(name, lambda t=tracker: t.log(points))
-        self.logged_step = points[-1][0]
+            mine = [(step, metrics) for step, metrics in points if step > self.step(name)]
+            if mine:
+                self._guard(name, lambda t=tracker, m=mine: t.log(m))
+                if name in self.open:  # logged (a failed call switched it off instead)
+                    self.states[name]["logged_step"] = mine[-1][0]
 
     def finish(self, status: str, final: dict[str, float], step: int) -> None:
         for name, tracker in list(self.open.items()):
@@ -62,8 +82,8 @@ class Trackers:
         self.open.clear()
 
     def record(self) -> dict[str, Any]:
-        """What run.json keeps: each tracker's state (its run's id) or its error, and the last step logged."""
-        return {**self.states, "logged_step": self.logged_step, "seconds": round(self.seconds, 3)}
+        """What run.json keeps: each tracker's state (its run's id and logged_step) or its error."""
+        return {**{k: dict(v) for k, v in self.states.items()}, "seconds": round(self.seconds, 3)}
 
     def _guard(self, name: str, call: Callable[[], None]) -> None:
         """A tracker's failure (disk full, server down, database locked) never reaches the run."""
@@ -81,7 +101,7 @@ class Trackers:
             tracker = self.open.pop(name, None)
             if tracker is not None:
                 try:
-                    tracker.finish("failed", {}, self.logged_step)
+                    tracker.finish("failed", {}, self.step(name))
                 except Exception:  # noqa: BLE001, S110 - closing a broken tracker is best effort
                     pass
             self.states[name] = {**self.states.get(name, {}), "error": error}

@@ -76,6 +76,22 @@ class MLflowTracker(Tracker):
             for i in range(0, len(metrics), _BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
 
+    def supersede(self, earlier: dict) -> None:
+        """One MLflow run per run folder: the earlier attempt's run (same store) is soft-deleted, which
+        hides it from the UI and from searches (``mlflow runs restore`` brings it back), and this run's
+        ``supersedes`` tag names it."""
+        if earlier.get("tracking_uri") != self.uri or not earlier.get("run_id"):
+            return
+        with store_lock(self.uri):
+            try:
+                old = self.client.get_run(earlier["run_id"])
+            except Exception:  # noqa: BLE001 - deleted by hand, or another store: nothing to mark
+                return
+            if old.info.status == "RUNNING":  # killed without a word (SIGKILL): it did not finish
+                self.client.set_terminated(earlier["run_id"], "KILLED")
+            self.client.delete_run(earlier["run_id"])
+            self.client.set_tag(self.run_id, "supersedes", earlier["run_id"])
+
     def finish(self, status: str, final: dict[str, float], step: int) -> None:
         if self.client is None:
             return

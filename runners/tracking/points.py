@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .base import Points
 
-__all__ = ["METRIC_NAMES", "metric_name", "epoch_points"]
+__all__ = ["METRIC_NAMES", "metric_name", "epoch_points", "history_points"]
 
 # metrics.csv's columns as trackers name them; ThermoLion's diagnostics go under diagnostics/.
 METRIC_NAMES = {
@@ -40,4 +40,16 @@ def epoch_points(row: dict | None, evals: list[dict], step_losses: list[tuple[in
         by_step.setdefault(int(row["step"]), {}).update(
             {metric_name(k): float(v) for k, v in row.items() if k != "step"}
         )
+    return sorted(by_step.items())
+
+
+def history_points(rows: list[dict], evals: list[dict]) -> Points:
+    """The points of every epoch a run has already trained (metrics.csv's rows and evals.csv's points),
+    without per-step losses, which are not kept: what a tracker added at a resume is back-filled with."""
+    by_step: dict[int, dict[str, float]] = {}
+    for row in rows:
+        for step, metrics in epoch_points(row, [], []):
+            by_step.setdefault(step, {}).update(metrics)
+    for step, metrics in epoch_points(None, evals, []):
+        by_step.setdefault(step, {}).update(metrics)
     return sorted(by_step.items())

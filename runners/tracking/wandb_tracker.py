@@ -55,6 +55,12 @@ class WandbTracker(Tracker):
         )
         return {"id": self.run.id, "dir": str(folder)}
 
+    def supersede(self, earlier: dict) -> None:
+        """W&B offline runs cannot be changed once written: this run's config names the one it replaces
+        (``supersedes``), so a synced project can filter the earlier one out."""
+        if earlier.get("id"):
+            self.run.config.update({"supersedes": earlier["id"]}, allow_val_change=True)
+
     def log(self, points: Points) -> None:
         for step, metrics in points:
             self.run.log(metrics, step=step)

@@ -92,7 +92,7 @@ def build_run(cfg: RunConfig, data: Prepared, device: torch.device, optimizer_wa
     groups = param_groups(model, cfg.model.resolved()["decay_norm_and_bias"], muon=policy == "muon")
     if isinstance(factory, type) and issubclass(factory, ThermoLion):
         gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, cfg.data.name, "noise"))
-        kwargs.update(generator=gen, track_stats=cfg.trainer.track_stats)
+        kwargs.update(generator=gen, track_stats=cfg.options.track_stats)
     if cfg.optimizer.target:
         optimizer = factory(groups, **kwargs)
     else:

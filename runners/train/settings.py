@@ -36,7 +36,6 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (GPU)
     amp: bool = False  # bf16 autocast (GPU)
     channels_last: bool = False  # channels_last memory format (GPU)
-    track_stats: bool = True  # ThermoLion's phase diagnostics, per epoch
     schedule: str = "constant"  # per-step lr: constant (the paper's) | cosine | warmup_cosine | recipe (registry's)
     warmup_steps: int = 0  # linear warmup steps of warmup_cosine
     grad_clip: Optional[float] = None  # clip the global gradient norm (off; ThermoLion's c = 2.0 assumes unclipped)
