@@ -7,7 +7,7 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run lint test test-slurm test-browser test-gpu report bench bench-gpu clean
+.PHONY: setup run lint test test-fast test-slurm test-browser test-gpu report bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q -m "not slurm and not browser"
+
+# The inner loop (under 3 minutes on 2 cores): the lint, then every test not marked slow (end-to-end runs,
+# subprocesses, servers, anything over ~2 s). `make test` stays the whole suite and what CI runs.
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow and not slurm and not browser and not gpu"
 
 # Report pages in a real browser: Debian's chromium and chromium-driver (installed if missing; root).
 test-browser: $(STAMP)

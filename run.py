@@ -44,7 +44,13 @@ def main(cfg: DictConfig) -> str:
         record_status(
             hc.sweep.dir,
             hc.job.num,
-            {"status": result.status, "run_dir": str(result.run_dir), "error": result.error, "final": result.final},
+            {
+                "status": result.status,
+                "run_dir": str(result.run_dir),
+                "error": result.error,
+                "final": result.final,
+                "warnings": result.warnings,
+            },
         )
     elif result.status == "failed":  # one line naming the culprit, no traceback
         print(f"error: {result.error}", file=sys.stderr, flush=True)
@@ -61,18 +67,23 @@ def main(cfg: DictConfig) -> str:
 
 
 def _check_results_dir(argv: list[str]) -> None:
-    """Hydra writes its own folders under results_dir before the app starts: check it first."""
+    """Hydra writes its own folders under results_dir before the app starts: check it first, creating
+    nothing (a refused command leaves no folder behind): the folder, or its nearest existing parent,
+    must be a writable folder."""
     given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
     if not given or "," in given[-1]:
         return
-    path = given[-1]
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as err:
-        sys.exit(f"error: results_dir={path} cannot be written ({err.strerror or err}); choose a writable folder")
+    path = os.path.abspath(given[-1])
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        sys.exit(f"error: results_dir={given[-1]} cannot be created: {existing} is a file; choose a writable folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        sys.exit(
+            f"error: results_dir={given[-1]} cannot be written ({existing}: permission denied); "
+            "choose a writable folder"
+        )
 
 
 def _check_runs(argv: list[str]) -> None:

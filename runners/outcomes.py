@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .run_folder import LOCK, is_done
+from .run_folder import LOCK, is_done, read_metrics
 
 __all__ = [
     "STATUSES",
@@ -60,6 +60,7 @@ STATUSES = {
     "interrupted": "no number; counted as attempted and named in its cell (the same command resumes it)",
     "running": "no number until it ends; counted as attempted",
     "stale": "as done or diverged, with a mixed-version warning (rerun=stale re-runs it)",
+    "unreadable": "no number: its files cannot be read (a truncated metrics.csv, DONE without run.json)",
 }
 COUNTED = ("done", "diverged")  # the outcomes that are results (stale ones count as what they finished as)
 
@@ -71,6 +72,7 @@ class Outcome:
     status: str  # a key of STATUSES
     reason: str  # one line: the error, the epoch it diverged at, the owner and its heartbeat age
     finished_as: Optional[str] = None  # for stale runs: done or diverged
+    rows: Optional[list] = None  # a done run's metrics.csv rows, read once here for the caller
 
 
 def chance(num_classes: int) -> float:
@@ -142,12 +144,23 @@ def classify(run_dir: Path, info: Optional[dict], stale: Optional[Callable[[dict
     without it no run is called stale."""
     info = info or {}
     recorded = info.get("status")
+    if is_done(run_dir) and not info:
+        return Outcome(
+            "unreadable", "DONE but no run.json: its numbers cannot be attributed; delete the folder to re-run"
+        )
+    rows = None
+    if is_done(run_dir) and recorded == "done":
+        rows, problem = read_metrics(run_dir)
+        if problem is None and info.get("epochs_done") is not None and len(rows) != info["epochs_done"]:
+            problem = f"truncated: {len(rows)} rows, run.json records {info['epochs_done']} epochs"
+        if problem:
+            return Outcome("unreadable", f"metrics.csv {problem}; the same command re-runs it")
     if is_done(run_dir) and recorded in COUNTED:
         why = f"diverged at epoch {info.get('diverged_at_epoch')}" if recorded == "diverged" else "finished"
         reasons = stale(info) if stale is not None else []
         if reasons:
-            return Outcome("stale", f"{why} with {'; '.join(reasons)}", recorded)
-        return Outcome(recorded, why)
+            return Outcome("stale", f"{why} with {'; '.join(reasons)}", recorded, rows)
+        return Outcome(recorded, why, rows=rows)
     if recorded == "failed":
         return Outcome("failed", (info.get("error") or "failed (no error recorded)").splitlines()[0])
     owner = lock_record(run_dir / LOCK)

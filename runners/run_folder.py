@@ -66,10 +66,11 @@ class UnreadableRecord(ValueError):
 
 
 def find_runs(results_dir: Path) -> list[Path]:
-    """Every run folder: one with a run.json, or with a LOCK only (killed before its first write).
-    Hydra's own folders (``.hydra``, ``.submitit``) are not runs."""
+    """Every run folder: one with a run.json, with a LOCK only (killed before its first write), or with
+    DONE but no run.json (its record lost: listed, never counted). Hydra's own folders (``.hydra``,
+    ``.submitit``) are not runs."""
     results_dir = Path(results_dir)
-    found = {p.parent for name in (RUN_JSON, LOCK) for p in results_dir.rglob(name)}
+    found = {p.parent for name in (RUN_JSON, LOCK, DONE) for p in results_dir.rglob(name)}
     return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(results_dir).parts))
 
 

@@ -159,6 +159,7 @@ def test_targets_default_to_the_reference_median_and_a_fixed_number_overrides():
 
 
 # ------------------------------------------------------------------ runs table and end to end
+@pytest.mark.slow
 def test_report_on_a_real_sweep_writes_aggregate_time_to_target_and_a_parquet_runs_table(tmp_path):
     from .test_harness import run_py
 
@@ -233,6 +234,7 @@ def test_runs_table_round_trips_through_parquet_and_falls_back_to_csv(tmp_path, 
     assert path.name == "runs.csv" and pd.read_csv(path)["status"].tolist() == ["done", "failed"]
 
 
+@pytest.mark.slow
 def test_bench_report_script_generates_runs_and_times_the_report(tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/bench_report.py", "--runs", "30", "--folder", str(tmp_path / "b")],

@@ -231,6 +231,7 @@ def test_noisy_quadratic_shrinks_the_distance_tenfold(name):
     assert y.detach().norm().item() <= start / 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_on_rosenbrock_at_lr_1e_2_the_authors_noise_diverges_and_unit_noise_converges(seed):
     def run(name):

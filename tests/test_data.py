@@ -236,6 +236,7 @@ def test_tensor_loader_same_seed_same_batches_every_sample_once_last_batch_kept(
 
 
 # ------------------------------------------------------------------ real data (../shared/data)
+@pytest.mark.slow
 @real_data
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
 def test_real_mnist_and_fashionmnist_have_official_sizes_and_first_labels(name, folder, cache):

@@ -22,7 +22,10 @@ from thermolion import ThermoLion
 from thermolion.generators import device_seed as _device_seed
 
 WORLD, STEPS, TIMEOUT_S = 2, 6, 300
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed"),
+    pytest.mark.slow,  # real processes (gloo, spawned ranks): the whole suite's, not the fast tier's
+]
 
 
 def _free_port() -> int:
@@ -160,6 +163,7 @@ def _same(a, b, **tol):
         torch.testing.assert_close(x, y, **tol) if tol else torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_ddp_replicas_stay_identical_with_the_noise_on_whatever_each_rank_seeds(ranks):
     _same(ranks[0]["ddp_noise"], ranks[1]["ddp_noise"])
 

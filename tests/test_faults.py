@@ -202,6 +202,7 @@ def test_tuning_rerun_commands_name_every_setting_by_its_section():
 
 
 # ------------------------------------------------------------------ what the curves mean
+@pytest.mark.slow
 def test_swa_evaluates_the_averaged_model_at_every_point_once_averaging_began(tmp_path):
     result = T.train(config(tmp_path, "swa", epochs=8, eval_every_steps=4))
     evals = [{k: float(v) for k, v in r.items()} for r in _rows(result.run_dir / "evals.csv")]

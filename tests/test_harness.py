@@ -78,6 +78,7 @@ def die_after_checkpoint(monkeypatch, epoch: int):
     return real_save
 
 
+@pytest.mark.slow
 def test_single_run_writes_metrics_run_json_and_done(tmp_path):
     proc = run_py(*TINY, results=tmp_path)
     run_dir = tmp_path / "rigorous" / "digits" / "thermolion+epochs=2,image_size=16" / "seed0"
@@ -96,6 +97,7 @@ def test_single_run_writes_metrics_run_json_and_done(tmp_path):
     assert not (run_dir / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_multirun_2x2_makes_4_run_dirs_and_a_relaunch_skips_them(tmp_path):
     args = ["-m", "optimizer=adamw,lion", "seed=0,1", *TINY]
     first = run_py(*args, results=tmp_path)
@@ -107,6 +109,7 @@ def test_multirun_2x2_makes_4_run_dirs_and_a_relaunch_skips_them(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in dones} == before
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_do_not_stop_the_sweep_and_failures_set_the_exit_code(tmp_path):
     proc = run_py(
         "-m",
@@ -143,11 +146,12 @@ def _corrupt_mnist(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group, bad", [("optimizer", "adamx"), ("dataset", "imagenet")])
-def test_unknown_group_option_shows_hydras_list_of_choices(tmp_path, group, bad):
+def test_unknown_group_option_says_the_choices_in_one_line(tmp_path, group, bad):
     proc = run_py(f"{group}={bad}", results=tmp_path, check=False)
-    assert proc.returncode == 1
-    assert f"Could not find '{group}/{bad}'" in proc.stderr and "Available options" in proc.stderr
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{group}={bad} is not an option of {group} (conf/{group}/); choose one of: " in proc.stderr
     assert ("thermolion" if group == "optimizer" else "fashionmnist") in proc.stderr
 
 
@@ -182,6 +186,7 @@ def test_same_seed_same_optimizer_deterministic_gives_identical_metrics(tmp_path
     assert _metric_rows(results[0].run_dir) == _metric_rows(results[1].run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, epochs, kill_after", [("thermolion", 4, 2), ("swa", 8, 7)])
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(
     tmp_path, monkeypatch, optimizer, epochs, kill_after
@@ -218,6 +223,7 @@ def test_nan_loss_marks_the_run_diverged_and_keeps_the_epochs_done(tmp_path, mon
 
 
 # ------------------------------------------------------------------ configuration
+@pytest.mark.slow
 def test_yaml_defaults_are_generated_from_their_one_source_and_up_to_date(tmp_path, monkeypatch):
     files = {p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml")}
     assert files == set(OPTIMIZERS) | {"custom"}  # custom: the plug-in template
@@ -288,6 +294,7 @@ def test_invalid_config_values_are_clear_errors(tmp_path):
     not (resolve_root() / "MNIST" / "raw" / "train-images-idx3-ubyte").exists(),
     reason="real MNIST not found under DATA_ROOT (set DATA_ROOT=../shared/data)",
 )
+@pytest.mark.slow
 def test_paper_protocol_on_real_mnist_thermolion_reaches_97_percent(tmp_path):
     proc = run_py(
         "protocol=paper",
@@ -303,6 +310,7 @@ def test_paper_protocol_on_real_mnist_thermolion_reaches_97_percent(tmp_path):
     assert info["final"]["eval_acc"] >= 97.0
 
 
+@pytest.mark.slow
 def test_evaluating_every_few_steps_leaves_thermolions_numbers_and_writes_evals_csv(tmp_path):
     plain = T.train(config(tmp_path / "plain", "thermolion", epochs=2, deterministic=True))
     every = T.train(config(tmp_path / "every", "thermolion", epochs=2, deterministic=True, eval_every_steps=5))

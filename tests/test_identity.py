@@ -180,6 +180,7 @@ def test_every_registry_entry_declares_the_distribution_its_code_comes_from():
             assert declared == set(owners[top]), name
 
 
+@pytest.mark.slow
 def test_a_plug_in_records_its_top_level_package(tmp_path, monkeypatch):
     package = tmp_path / "my_opts"
     package.mkdir()
@@ -210,6 +211,7 @@ def test_a_plug_in_records_its_top_level_package(tmp_path, monkeypatch):
     }
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_other_package_versions_is_not_resumed(tmp_path, monkeypatch, capsys):
     cfg = config(tmp_path, "adamw", epochs=3)
     state = {}

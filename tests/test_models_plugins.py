@@ -49,6 +49,7 @@ SGD = {"_target_": "torch.optim.SGD", "name": "sgd_momentum", "lr": 0.05, "momen
 
 
 # ------------------------------------------------------------------ plug-in optimizers
+@pytest.mark.slow
 def test_plugin_sgd_runs_end_to_end_and_appears_under_its_name_in_the_report(tmp_path):
     proc = run_py(
         "optimizer=custom",
@@ -116,6 +117,7 @@ def test_bad_plugin_targets_are_one_clear_line_naming_the_target(tmp_path, targe
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_plugin_target_through_run_py_is_one_line_without_traceback(tmp_path):
     proc = run_py("optimizer=custom", "optimizer._target_=torch.nn.Linear", results=tmp_path, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -130,6 +132,7 @@ def test_a_plugin_may_not_take_a_registered_name(tmp_path):
         make(tmp_path, {"_target_": "torch.optim.AdamW", "name": None, "lr": 1e-3})
 
 
+@pytest.mark.slow
 def test_the_examples_plugin_runs_beside_registered_optimizers_through_hydra_searchpath(tmp_path):
     proc = run_py(
         "-m",
@@ -179,6 +182,7 @@ def test_cosine_and_warmup_cosine_match_their_closed_forms():
     assert build_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), "constant", 10) is None
 
 
+@pytest.mark.slow
 def test_a_tiny_run_records_the_schedules_rate_per_epoch(tmp_path):
     result = T.train(make(tmp_path, "adamw", epochs=3, schedule="cosine"))
     steps = 12  # 1437 training digits / batch 128
@@ -192,6 +196,7 @@ def test_a_tiny_run_records_the_schedules_rate_per_epoch(tmp_path):
     assert info["config"]["trainer"]["schedule"] == "cosine" and "schedule=cosine" in str(result.run_dir)
 
 
+@pytest.mark.slow
 def test_grad_clip_bounds_the_global_gradient_norm(tmp_path, monkeypatch):
     norms = []
     real_step = torch.optim.AdamW.step
@@ -248,6 +253,7 @@ def test_one_dimensional_parameters_and_vit_embeddings_get_no_weight_decay(name)
     assert len(param_groups(convnet, MODELS["convnet"]["decay_norm_and_bias"])) == 1  # the paper decays all
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [{"name": "resnet18", "width": 12}, {"name": "vit_tiny", "width": 12, "depth": 2}])
 def test_two_epoch_digits_run_of_each_model_learns_above_chance(tmp_path, model):
     result = T.train(make(tmp_path, "adamw", model=model))

@@ -115,6 +115,7 @@ def _cfg(tmp_path, *overrides):
     return compose_run(*TINY, *where, *overrides)
 
 
+@pytest.mark.slow
 def test_a_diverging_optimizer_stays_in_every_table_at_chance(tmp_path):
     for seed in (0, 1):
         assert T.train(_cfg(tmp_path, "optimizer=thermolion", f"seed={seed}")).status == "done"
@@ -169,6 +170,7 @@ def _status_lines(results, capsys, *overrides):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_its_first_epoch_is_interrupted_and_a_live_one_running(tmp_path, capsys):
     # batch 2: ~700 steps an epoch, so the kill lands in the first one
     proc, run_dir = _start(tmp_path, "optimizer=adamw", "trainer.epochs=50", "trainer.batch_size=2")
@@ -189,6 +191,7 @@ def test_a_run_killed_in_its_first_epoch_is_interrupted_and_a_live_one_running(t
     assert frame["status"].tolist() == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_rerun_all_killed_midway_never_shows_the_old_numbers(tmp_path):
     first = T.train(_cfg(tmp_path, "optimizer=adamw", "trainer.batch_size=8"))
     assert first.status == "done" and len(collect(tmp_path / "results").runs) == 1
@@ -201,6 +204,7 @@ def test_rerun_all_killed_midway_never_shows_the_old_numbers(tmp_path):
     assert runs_frame(c.records, pd.DataFrame())["status"].tolist() == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_a_rerun_without_eval_every_steps_drops_an_old_evals_csv(tmp_path):
     fine = T.train(_cfg(tmp_path, "optimizer=adamw", "trainer.eval_every_steps=4"))
     plain = T.train(_cfg(tmp_path, "optimizer=adamw"))
@@ -241,6 +245,7 @@ def test_a_run_finished_with_other_code_or_packages_is_stale_naming_both_version
     assert "1 stale" in out and f"torch 1.0, now {installed('torch')}" in out
 
 
+@pytest.mark.slow
 def test_restat_rebuilds_a_reports_stats_from_its_runs_table(tmp_path):
     root = tmp_path / "results"
     for seed, (a, b) in enumerate([(90.0, 88.0), (91.0, 88.5), (93.0, 89.0)]):

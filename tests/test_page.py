@@ -72,6 +72,7 @@ def _parse(path: Path) -> Cells:
     return cells
 
 
+@pytest.mark.slow
 def test_the_page_names_every_run_with_its_status_and_its_table_is_table_final(report):
     cells = _parse(report / "index.html")
     runs = pd.read_parquet(report / "runs.parquet")
@@ -86,6 +87,7 @@ def test_the_page_names_every_run_with_its_status_and_its_table_is_table_final(r
         assert (cell.get("class") == "best") == bool(r.best)
 
 
+@pytest.mark.slow
 def test_the_page_works_offline_and_rebuilds_from_the_folder_alone(report):
     page = (report / "index.html").read_text()
     script = _parse(report / "index.html").scripts[0]

@@ -54,6 +54,7 @@ def _infos(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.rglob("run.json")) if ".hydra" not in p.parts]
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_serial_launchers_folders_and_numbers_and_never_run_more_than_two(tmp_path):
     serial = _run(tmp_path, tmp_path / "serial", *SWEEP, "trainer.epochs=3")
     parallel = _run(tmp_path, tmp_path / "parallel", *PARALLEL, *SWEEP, "trainer.epochs=3")
@@ -118,6 +119,7 @@ def _wait_for_training(results: Path, count: int, timeout=120) -> list[dict]:
 SLOW = ["trainer.epochs=4", "trainer.batch_size=4"]  # ~400 steps an epoch: seconds per epoch
 
 
+@pytest.mark.slow
 def test_a_killed_worker_leaves_its_run_interrupted_counted_and_resumable(tmp_path):
     results = tmp_path / "results"
     proc = _start(tmp_path, results, *PARALLEL, "optimizer=adamw", "seed=0,1", "data.image_size=16", *SLOW)
@@ -134,6 +136,7 @@ def test_a_killed_worker_leaves_its_run_interrupted_counted_and_resumable(tmp_pa
     assert again.returncode == 0 and "1 done, 1 skipped" in again.stdout
 
 
+@pytest.mark.slow
 def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_one_line(tmp_path):
     results = tmp_path / "results"
     # 200 epochs: the runs outlive every launch below, which each end by Ctrl-C

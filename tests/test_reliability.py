@@ -34,6 +34,7 @@ def _race(run_dir, barrier, results):
     lock.release()
 
 
+@pytest.mark.slow
 def test_racing_processes_get_the_lock_exactly_once(tmp_path):
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(6), ctx.Queue()
@@ -63,6 +64,7 @@ def test_a_lock_is_stale_when_its_pid_is_gone_or_its_heartbeat_is_old(tmp_path):
     taker.release()
 
 
+@pytest.mark.slow
 def test_second_launch_of_a_running_run_reports_running_elsewhere_and_exits_0(tmp_path):
     cfg = config(tmp_path, "adamw")
     cfg.run_dir().mkdir(parents=True)
@@ -102,6 +104,7 @@ def test_second_launch_of_a_running_run_reports_running_elsewhere_and_exits_0(tm
     assert T.train(cfg).status == "done"  # its owner is gone: taken over
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_owner_then_a_relaunch_takes_over_and_resumes(tmp_path):
     args = [
         sys.executable,
@@ -173,6 +176,7 @@ def test_a_comment_in_any_numeric_file_changes_the_version_and_one_in_the_report
     identity.code_version.cache_clear()
 
 
+@pytest.mark.slow
 def test_finished_runs_from_other_code_are_named_stale_and_rerun_on_request(tmp_path):
     args = [
         "-m",
@@ -200,6 +204,7 @@ def test_finished_runs_from_other_code_are_named_stale_and_rerun_on_request(tmp_
     assert "1 done" in run_py(*args, "rerun=all", results=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_report_names_code_versions_and_warns_when_a_table_mixes_them(tmp_path, capsys):
     for seed in (0, 1):
         T.train(RunConfig(**{**config(tmp_path, "adamw", epochs=1).__dict__, "seed": seed}))
@@ -254,36 +259,49 @@ def test_bad_config_values_are_one_clear_config_error(tmp_path, change, message)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "args, culprit",
-    [
-        (["seed=abc"], "seed must be an integer"),
-        (["data.label_noise=2"], "data.label_noise must be a share in [0, 1]"),
-        (["optimizer.betas=0.9"], "optimizer.betas must be a pair"),
-        (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA device"),
-        (["results_dir=/sys/thermolion-results"], "results_dir=/sys/thermolion-results cannot be written"),
-        (
-            ["dataset=cifar10", "data.download=false", "data.root={tmp}/empty"],
-            "dataset cifar10 (train split) is not in",
-        ),
-        (["data.eval_split=banana"], "data.eval_split must be one of train, test, val"),
-        (["data.train_subset=-5"], "data.train_subset must be >= 1"),
-        (["data.train_subset=100000"], "data.train_subset=100000 is larger than digits's training split (1438"),
-        (["trainer.amp=true", "trainer.device=cpu"], "trainer.amp=true trains in bf16 autocast, which is for GPUs"),
-        (
-            ["optimizer=custom", "optimizer._target_=torch.optim.SGD", "optimizer.lr=0.1", "optimizer.name=bad/name"],
-            "optimizer.name must be one folder name",
-        ),
-        (
-            ["optimizer=custom", "optimizer.lr=0.1", "trial=1", "protocol=tuned"],
-            "this plug-in optimizer has no declared search space; pass one with search_space=",
-        ),
-        (
-            ["-m", "trial=range(0,2)", "protocol=tuned", "optimizer=muadam"],
-            "trial=1 protocol=tuned optimizer=muadam",
-        ),
-    ],
-)
+# Bad inputs and the culprit each one's single error line names (run.py's checks before Hydra starts).
+BAD_INPUTS = [
+    (["seed=abc"], "seed must be an integer"),
+    (["data.label_noise=2"], "data.label_noise must be a share in [0, 1]"),
+    (["optimizer.betas=0.9"], "optimizer.betas must be a pair"),
+    (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA device"),
+    (["results_dir=/sys/thermolion-results"], "results_dir=/sys/thermolion-results cannot be written"),
+    (
+        ["dataset=cifar10", "data.download=false", "data.root={tmp}/empty"],
+        "dataset cifar10 (train split) is not in",
+    ),
+    (["data.eval_split=banana"], "data.eval_split must be one of train, test, val"),
+    (["data.train_subset=-5"], "data.train_subset must be >= 1"),
+    (["data.train_subset=100000"], "data.train_subset=100000 is larger than digits's training split (1438"),
+    (["trainer.amp=true", "trainer.device=cpu"], "trainer.amp=true trains in bf16 autocast, which is for GPUs"),
+    (
+        ["optimizer=custom", "optimizer._target_=torch.optim.SGD", "optimizer.lr=0.1", "optimizer.name=bad/name"],
+        "optimizer.name must be one folder name",
+    ),
+    (
+        ["optimizer=custom", "optimizer.lr=0.1", "trial=1", "protocol=tuned"],
+        "this plug-in optimizer has no declared search space; pass one with search_space=",
+    ),
+    (
+        ["-m", "trial=range(0,2)", "protocol=tuned", "optimizer=muadam"],
+        "trial=1 protocol=tuned optimizer=muadam",
+    ),
+]
+
+
+@pytest.mark.parametrize("args, culprit", [c for c in BAD_INPUTS if not c[1].startswith("results_dir")])
+def test_bad_inputs_are_refused_by_the_command_check_in_one_line(tmp_path, args, culprit):
+    """The fast tier's twin of the end-to-end test below: the same inputs through the same check, in-process."""
+    from runners.sweep.precheck import check_command
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    error = check_command([*args, f"results_dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert error is not None and culprit in error and "\n" not in error
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, culprit", BAD_INPUTS)
+@pytest.mark.slow
 def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(tmp_path, args, culprit):
     if culprit.startswith("results_dir") and os.access("/sys", os.W_OK) and not Path("/sys").is_mount():
         pytest.skip("/sys is writable here: no read-only path to test with")
@@ -316,6 +334,7 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_no_traceback(tmp_path, args, 
     assert left == [], left
 
 
+@pytest.mark.slow
 def test_a_truncated_metrics_csv_is_listed_as_excluded_and_the_report_is_still_written(tmp_path):
     for seed in (0, 1):
         T.train(RunConfig(**{**config(tmp_path, "adamw").__dict__, "seed": seed}))
@@ -340,6 +359,7 @@ def test_sweep_progress_counts_statuses_and_estimates_from_trained_runs_only():
     assert progress.text().startswith("1 done, 1 failed, 1 skipped, ETA 00:00:30")
 
 
+@pytest.mark.slow
 def test_multirun_draws_a_sweep_bar_on_request(tmp_path):
     proc = run_py(
         "-m",
@@ -356,6 +376,7 @@ def test_multirun_draws_a_sweep_bar_on_request(tmp_path):
 
 
 # ------------------------------------------------------------------ packaging
+@pytest.mark.slow
 def test_the_wheel_holds_only_thermolion_and_builds_without_deprecation_warnings(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],

@@ -87,6 +87,7 @@ def test_holm_by_hand():
     assert out[0] == pytest.approx(0.2) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
 
 
+@pytest.mark.slow
 def test_table_cells_stats_and_win_counts_match_hand_computation(results, tmp_path):
     out = tmp_path / "report"
     summary = R.build_report(results, out)
@@ -145,6 +146,7 @@ def test_paper_comparison_states_whether_claims_reproduced(tmp_path):
     assert "cifar10: not run here" in text
 
 
+@pytest.mark.slow
 def test_no_complete_runs_is_a_clear_error_and_exit_code(tmp_path):
     root = tmp_path / "results"
     fake_run(root, "mnist", "adam", 0, 50.0, status="failed", done=False)
@@ -156,6 +158,7 @@ def test_no_complete_runs_is_a_clear_error_and_exit_code(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_sweep_then_report(tmp_path):
     proc = subprocess.run(
         [
@@ -210,6 +213,7 @@ def test_end_to_end_sweep_then_report(tmp_path):
     assert stats["n"].tolist() == [2] and stats["baseline"].tolist() == ["adamw"]
 
 
+@pytest.mark.slow
 def test_unknown_reference_names_are_rejected_with_the_names_present(tmp_path):
     root = tmp_path / "results"
     for seed in range(2):
@@ -253,3 +257,18 @@ def test_labels_come_from_run_json_whatever_the_values_hold(tmp_path):
         "settings": "epochs=1,image_size=16",
     }
     assert folder_labels("adamw_lr=0.01") == {"optimizer": "adamw_lr=0.01", "settings": ""}
+
+
+def test_the_hardware_column_tells_cpu_models_kernels_and_gpus_apart():
+    from runners.report.collect import hardware_of
+    from runners.report.tables import hardware_note
+
+    epyc = {"device": "AMD EPYC", "device_type": "cpu", "cpu_capability": "AVX512", "torch_threads": 2}
+    xeon = {**epyc, "device": "Intel Xeon", "cpu_capability": "AVX2"}
+    assert hardware_of(epyc) == "AMD EPYC (AVX512, 2 threads)"
+    assert hardware_of(xeon) == "Intel Xeon (AVX2, 2 threads)"
+    gpu = {"device": "NVIDIA H200", "device_type": "cuda", "gpu_capability": "9.0", "cuda": "13.0", "torch_threads": 16}
+    assert hardware_of(gpu) == "NVIDIA H200 (sm 9.0, CUDA 13.0)"
+    assert hardware_of({"device": "cpu", "device_type": "cpu", "torch_threads": 2}) == "cpu (2 threads)"  # older runs
+    note = hardware_note(pd.Series([hardware_of(epyc), hardware_of(xeon), hardware_of(xeon)]))
+    assert "mixes hardware" in note and "`Intel Xeon (AVX2, 2 threads)` (2 runs)" in note

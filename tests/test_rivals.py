@@ -58,6 +58,7 @@ def test_a_state_dict_round_trip_continues_in_lockstep(name):
     assert all(not torch.equal(p, q) for p, q in zip(model.parameters(), initial))  # every tensor moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RIVALS)
 def test_a_killed_run_resumes_identically_and_three_epochs_on_digits_learn(tmp_path, monkeypatch, name):
     # seed 1: at seed 0 D-Adapt Adam collapses to chance on digits (results/self_tuning shows such runs)
@@ -165,6 +166,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_first_and_last_layers_bias
     assert {names[id(p)] for g in fallback_decay for p in g["params"]} == {"conv_proj.weight", "heads.head.weight"}
 
 
+@pytest.mark.slow
 def test_a_plugin_without_lr_runs_without_optimizer_lr(tmp_path):
     proc = run_py(
         "optimizer=custom",
@@ -194,6 +196,7 @@ def test_a_class_rejecting_the_one_element_check_is_checked_on_the_models_shapes
         resolve_target(target, {"lr": 0.1, "momentum": -1.0}, shapes)
 
 
+@pytest.mark.slow
 def test_a_two_d_only_class_is_pointed_to_optimizer_muon(tmp_path):
     proc = run_py(
         "optimizer=custom", "optimizer._target_=torch.optim.Muon", "optimizer.lr=0.02", results=tmp_path, check=False

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_step_writes_ratios_to_adamw_foreach(tmp_path):
     out = tmp_path / "bench.csv"
     proc = subprocess.run(
@@ -38,6 +39,7 @@ def test_bench_step_writes_ratios_to_adamw_foreach(tmp_path):
     assert all(float(r["median_ms"]) > 0 for r in rows) and int(rows[0]["numel"]) == 1_070_794
 
 
+@pytest.mark.slow
 def test_prefetch_rejects_unknown_names_and_caches_digits(tmp_path):
     bad = subprocess.run(
         [sys.executable, "scripts/prefetch_data.py", "imagenet"], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -54,6 +56,7 @@ def test_prefetch_rejects_unknown_names_and_caches_digits(tmp_path):
     assert (tmp_path / "digits-all-32.pt").exists()
 
 
+@pytest.mark.slow
 def test_bench_gpu_breaks_a_run_down_on_the_cpu(tmp_path):
     out = tmp_path / "overhead.csv"
     proc = subprocess.run(
@@ -90,6 +93,7 @@ def test_bench_gpu_breaks_a_run_down_on_the_cpu(tmp_path):
         assert cuda.returncode != 0 and "no CUDA device here" in cuda.stderr
 
 
+@pytest.mark.slow
 def test_the_readmes_python_snippet_runs_as_written():
     text = (ROOT / "README.md").read_text()
     snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
@@ -98,6 +102,7 @@ def test_the_readmes_python_snippet_runs_as_written():
     assert "gate_mean" in proc.stdout and "temperature" in proc.stdout
 
 
+@pytest.mark.slow
 def test_write_configs_help_prints_usage_and_writes_nothing():
     files = sorted((ROOT / "conf").rglob("*.yaml"))
     before = {p: p.stat().st_mtime_ns for p in files}

@@ -138,6 +138,7 @@ def figures(monkeypatch):
 OPTIMIZERS = ["adam", "adamw", "rmsprop", "lion", "muadam", "thermolion", "lookahead", "swats", "swa"]
 
 
+@pytest.mark.slow
 def test_every_optimizer_has_one_colour_in_every_figure_and_colours_never_collide(tmp_path, figures):
     root = tmp_path / "results"
     for dataset in ("mnist", "fashionmnist", "digits"):
@@ -194,6 +195,7 @@ def test_the_index_lists_the_files_made_and_names_sections_in_words(tmp_path):
 
 
 # ---------------------------------------------------------------------- one line, not a traceback
+@pytest.mark.slow
 def test_ctrl_c_in_a_sweep_is_one_line_saying_the_same_command_resumes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "run.py", "-m", "optimizer=thermolion,adamw", f"results_dir={tmp_path}"]
@@ -217,6 +219,7 @@ def test_ctrl_c_in_a_sweep_is_one_line_saying_the_same_command_resumes(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "the same command resumes it" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_refused_slurm_submission_is_one_line(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -240,6 +243,7 @@ def test_a_refused_slurm_submission_is_one_line(tmp_path):
     assert "Invalid partition name specified" in lines[0] and "nothing was started" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_report_to_an_unwritable_folder_is_one_line(tmp_path):
     fake_run(tmp_path / "r", "mnist", "adamw", 0, 90.0)
     (tmp_path / "afile").write_text("not a folder")
@@ -271,6 +275,7 @@ def test_help_is_our_usage_text_naming_every_group_and_each_experiments_size():
     assert "python -m runners.status" in text and "dry run" in text
 
 
+@pytest.mark.slow
 def test_a_single_run_says_how_to_make_a_report(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", f"results_dir={tmp_path}", "trainer.epochs=1", "data.image_size=8"]

@@ -96,6 +96,7 @@ def test_cancelled_task_resumes_from_its_checkpoint_and_matches_an_uninterrupted
     assert f"resuming {run_dir}" in logs
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
     proc = sweep(
         "hydra/launcher=local", "optimizer=adamw,lion", "seed=0,1", "trainer.epochs=2", *TINY, results=tmp_path
@@ -105,6 +106,7 @@ def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
     assert len(list(tmp_path.glob("rigorous/digits/*/seed*/DONE"))) == 4
 
 
+@pytest.mark.slow
 def test_slurm_without_sbatch_says_how_to_install_or_switch(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()

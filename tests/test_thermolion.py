@@ -304,6 +304,7 @@ def _one_step(grad, seed, **kw):
     return before - p.detach()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("foreach, fused", [(False, None), (True, False), (None, True)])
 def test_loss_scale_multiplies_grad_noise_and_leaves_unit_noise_and_the_deterministic_step_alone(foreach, fused):
     g = torch.randn(64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)

@@ -42,6 +42,7 @@ def _run(opt_kw, steps=4, lr=1e-2, schedule=None, seed=0):
     [dict(foreach=False), dict(capturable=True), dict(foreach=True, capturable=True), dict(fused=True), dict()],
     ids=["forloop", "capturable", "foreach-capturable", "fused", "default"],
 )
+@pytest.mark.slow
 def test_a_tensor_lr_is_taken_where_torch_takes_one_and_steps_as_the_number(kw):
     want, _ = _run(kw)
     got, opt = _run(kw, lr=torch.tensor(1e-2))
@@ -64,6 +65,7 @@ def test_a_tensor_lr_is_refused_with_torchs_messages():
         opt.step()
 
 
+@pytest.mark.slow
 def test_a_scheduled_tensor_lr_changes_a_compiled_capturable_step_without_recompiling():
     from torch._dynamo.utils import counters
 
@@ -97,6 +99,7 @@ def test_a_scheduled_tensor_lr_changes_a_compiled_capturable_step_without_recomp
     "kw, device_steps",
     [(dict(foreach=True), False), (dict(fused=True), True), (dict(capturable=True), True), (dict(fused=False), False)],
 )
+@pytest.mark.slow
 def test_steps_are_float32_tensors_and_every_path_matches_the_for_loop(kw, device_steps):
     want, ref = _run(dict(foreach=False), steps=6)
     got, opt = _run(kw, steps=6)
@@ -182,6 +185,7 @@ def test_each_device_gets_its_own_noise_stream_from_one_seed():
     assert len(seeds) == 3  # parameter groups on two devices no longer replay one noise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [dict(foreach=False), dict(foreach=True), dict(fused=True), dict(capturable=True)])
 def test_a_zero_element_parameter_with_a_gradient_is_skipped(kw):
     empty, full = torch.nn.Parameter(torch.zeros(0)), torch.nn.Parameter(torch.ones(3))

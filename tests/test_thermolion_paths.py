@@ -67,6 +67,7 @@ def test_track_stats_matches_hand_computed_first_steps(foreach):
 
 
 # ------------------------------------------------------------------ torch.compile
+@pytest.mark.slow
 def test_compiled_step_matches_eager():
     model, grads = _model_and_grads()
     twin = copy.deepcopy(model)
@@ -91,6 +92,7 @@ def test_compiled_step_matches_eager():
         dict(noise_scale="unit", track_stats=True),
     ],
 )
+@pytest.mark.slow
 def test_fused_path_matches_foreach_path_in_float64(kw):
     gen_data = torch.Generator().manual_seed(11)
     inits = [torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES]
@@ -207,6 +209,7 @@ def _run(steps, shapes=SHAPES, dtype=torch.float64, seed=4, **kw):
     return params, opt
 
 
+@pytest.mark.slow
 def test_a_compiled_capturable_step_never_recompiles_across_the_end_of_the_noise():
     from torch._dynamo.utils import counters
 
@@ -220,6 +223,7 @@ def test_a_compiled_capturable_step_never_recompiles_across_the_end_of_the_noise
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_capturable_on_the_cpu_equals_the_default_path():
     for kw in (dict(), dict(bias_correction=True, noise_scale="unit", track_stats=True)):
         default, d_opt = _run(470, fused=False, **kw)
@@ -231,6 +235,7 @@ def test_capturable_on_the_cpu_equals_the_default_path():
             assert got == pytest.approx(want, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_the_cheap_diagnostics_equal_the_plain_sums_on_the_same_step():
     shapes = [(64, 32, 3, 3), (64,), (10, 256)]
     for fused in (False, True):
@@ -260,6 +265,7 @@ def test_stats_every_samples_the_diagnostics_of_every_nth_step():
         ThermoLion(params, stats_every=0)
 
 
+@pytest.mark.slow
 def test_channels_last_parameters_take_the_fused_path():
     import thermolion.fused as tf
 

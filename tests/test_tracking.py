@@ -62,6 +62,7 @@ def _mid_epoch(run_dir: Path) -> dict[int, float]:
 
 
 # ------------------------------------------------------------------ each tracker's own reader
+@pytest.mark.slow
 def test_tensorboard_has_the_epochs_the_evaluation_points_the_step_losses_and_the_hparams(sweep):
     import numpy as np
 
@@ -83,6 +84,7 @@ def test_tensorboard_has_the_epochs_the_evaluation_points_the_step_losses_and_th
         )
 
 
+@pytest.mark.slow
 def test_mlflow_holds_one_experiment_with_both_runs_their_params_tags_and_exact_metrics(sweep):
     results, runs = sweep
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
@@ -105,6 +107,7 @@ def test_mlflow_holds_one_experiment_with_both_runs_their_params_tags_and_exact_
         assert run.data.metrics["final/eval/acc"] == record["final"]["eval_acc"]
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_share_a_group_and_a_configuration_and_hold_the_metrics(sweep):
     results, runs = sweep
     files = sorted((results / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -129,6 +132,7 @@ def test_wandb_offline_runs_share_a_group_and_a_configuration_and_hold_the_metri
     assert len({r["id"] for r in logged.values()}) == 2
 
 
+@pytest.mark.slow
 def test_trackers_are_not_part_of_a_runs_identity(sweep):
     results, runs = sweep
     plain = compose_run("seed=0", *SMALL, "trainer.eval_every_steps=5", f"results_dir={results}")
@@ -153,6 +157,7 @@ def _die_before_checkpoint(monkeypatch, epoch: int):
     return real_save
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_continues_one_tracker_run_without_logging_a_step_twice(tmp_path, monkeypatch):
     cfg = compose_run(ALL, *SMALL, f"results_dir={tmp_path / 'results'}", "logger.every_steps=3")
     real_save = _die_before_checkpoint(monkeypatch, 2)
@@ -188,6 +193,7 @@ def test_a_killed_and_resumed_run_continues_one_tracker_run_without_logging_a_st
     assert [r["exit_code"] for r in runs] == [1, 0]  # killed, then finished
 
 
+@pytest.mark.slow
 def test_a_tracker_that_raises_mid_run_is_switched_off_and_changes_no_file(tmp_path, monkeypatch, capsys):
     plain = T.train(compose_run(*SMALL, "trainer.eval_every_steps=5", f"results_dir={tmp_path / 'plain'}"))
     real = MlflowClient.log_batch
@@ -224,6 +230,7 @@ def test_a_tracker_that_raises_mid_run_is_switched_off_and_changes_no_file(tmp_p
 
 
 # ------------------------------------------------------------------ config
+@pytest.mark.slow
 def test_a_tracker_whose_package_is_missing_is_refused_before_any_run(tmp_path):
     proc = run_py(
         "+logger.mine._target_=tests.plugin_trackers.NeedsAMissingPackage", *SMALL, results=tmp_path / "r", check=False
@@ -285,6 +292,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_writers_share_one_sqlite_store_without_losing_a_point(tmp_path):
     """Runs side by side (hydra/launcher=parallel, Slurm array tasks on one node) write one mlflow.db."""
     procs = [
@@ -301,6 +309,7 @@ def test_concurrent_writers_share_one_sqlite_store_without_losing_a_point(tmp_pa
         assert len(client.get_metric_history(run.info.run_id, "train/loss_step")) == 40
 
 
+@pytest.mark.slow
 def test_a_tracker_added_at_a_resume_is_back_filled_and_says_so(tmp_path, monkeypatch, capsys):
     """Each tracker keeps its own logged step: one added at a resume gets the epochs already trained,
     and the tracker that was there logs nothing twice."""
@@ -323,6 +332,7 @@ def test_a_tracker_added_at_a_resume_is_back_filled_and_says_so(tmp_path, monkey
     assert [e.step for e in events.Scalars("eval/acc")] == [12, 24, 36]  # nothing twice
 
 
+@pytest.mark.slow
 def test_a_fresh_start_leaves_one_mlflow_run_per_run_folder(tmp_path):
     """rerun=all (or a stale rerun, or a discarded checkpoint) opens a new MLflow run and soft-deletes the
     one it replaces, so the experiment shows one run per folder (``mlflow runs restore`` undoes it)."""

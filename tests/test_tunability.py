@@ -174,6 +174,7 @@ def test_selection_picks_whole_configurations_on_validation_only(tmp_path):
     assert pick["tied"] == 2 and sel["budget"]["mnist"]["adamw"] == {"configs": 3, "runs": 3}
 
 
+@pytest.mark.slow
 def test_tiny_tunability_study_writes_curves_tables_and_reruns_the_winners(tmp_path):
     tiny = ["data.image_size=16", "trainer.epochs=1", "trainer.progress=off", f"data.cache_dir={tmp_path / 'cache'}"]
     run_py(
@@ -279,6 +280,7 @@ def test_fewer_trials_than_four_show_no_best_of_four_and_ties_count_as_matches(t
     assert "Tuning thermolion adds at most 0.30 points" in verdict
 
 
+@pytest.mark.slow
 def test_search_space_by_name_and_by_path_on_the_command_line(tmp_path):
     tiny = [
         "data.image_size=16",
@@ -317,6 +319,7 @@ def test_search_space_by_name_and_by_path_on_the_command_line(tmp_path):
     assert lrs == sorted([0.0003, trial_values(signum, "signum", 1)["lr"], trial_values(signum, "signum", 2)["lr"]])
 
 
+@pytest.mark.slow
 def test_tuning_on_the_test_split_is_refused_unless_asked_for(tmp_path):
     base = ["optimizer=adamw", "dataset=digits", "trial=1", "trainer.progress=off"]
     proc = run_py(*base, "protocol=rigorous", results=tmp_path, check=False)

@@ -95,6 +95,7 @@ def test_rerun_seeds_are_disjoint_from_tuning_seeds():
     assert set(tune.rerun_seeds([5, 0, 2], 4)).isdisjoint({5, 0, 2})
 
 
+@pytest.mark.slow
 def test_tiny_lr_sweep_then_tuning_then_rerun_gives_sensitivity_and_tuned_tables(tmp_path):
     tiny = ["data.image_size=16", "trainer.epochs=1", "trainer.progress=off"]
     sweep = subprocess.run(
@@ -142,6 +143,7 @@ def test_tiny_lr_sweep_then_tuning_then_rerun_gives_sensitivity_and_tuned_tables
     assert "Selection rule: highest mean validation accuracy" in table
 
 
+@pytest.mark.slow
 def test_rerun_seeds_below_one_is_refused(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "runners.tuning", str(tmp_path), "--rerun-seeds", "0"],

@@ -92,6 +92,13 @@ class SweepSummary(Callback):
         records = [json.loads(p.read_text()) for p in sorted(status_dir.glob("*.json"))]
         counts = Counter(r["status"] for r in records)
         print(f"sweep finished: {len(records)} run(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        warned = Counter(w.split(": ", 1)[0] for r in records for w in r.get("warnings") or [])
+        for what, n in sorted(warned.items()):  # e.g. "logger mlflow failed": once, with the first error
+            first = next(w for r in records for w in r.get("warnings") or [] if w.startswith(what + ": "))
+            print(
+                f"  WARNING {what} in {n} run(s) ({first.split(': ', 1)[1][:200]}); each run.json records it",
+                file=sys.stderr,
+            )
         failed = [r for r in records if r["status"] in ("failed", "interrupted")]
         for r in failed:
             print(f"  {r['status'].upper()} {r['run_dir']}: {r.get('error')}", file=sys.stderr)
@@ -101,7 +108,7 @@ class SweepSummary(Callback):
                     print(f"  {kind} {r['run_dir']}" + (f": {r['error']}" if r.get("error") else ""), file=sys.stderr)
         if counts["stale"]:
             print(
-                f"{counts['stale']} finished run(s) came from other code, package versions or hardware and were "
+                f"{counts['stale']} finished run(s) came from other code, package versions, data or hardware and were "
                 "kept, not re-run; add rerun=stale to the same command to re-run them",
                 file=sys.stderr,
             )

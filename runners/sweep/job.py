@@ -41,6 +41,7 @@ class RunResult:
     status: str  # done | diverged | failed | skipped | stale | running elsewhere | taken over
     final: dict = field(default_factory=dict)
     error: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)  # what the sweep summary names (a tracker's failure)
 
     def line(self) -> str:
         parts = [f"{self.status:8s}", str(self.run_dir)]
@@ -185,7 +186,7 @@ def _load_checkpoint(path: Path, cfg: RunConfig, info: dict) -> Optional[dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     env = info["environment"]
     reasons = stale_reasons(
-        ckpt, info["code_version"], env["device_type"], info["packages"], env, info["data_sha"], cfg.exact_machine
+        ckpt, info["code_version"], env["device_type"], info["packages"], env, info.get("data_sha"), cfg.exact_machine
     )
     if reasons:
         print(
@@ -263,7 +264,9 @@ def _train(
         final = {metric_name(k): v for k, v in last.items() if k != "step"}
         trackers.finish(run.status, {**final, "epochs_done": len(run.history)}, int(last["step"]))
         info["trackers"] = trackers.record()
-    return _finish(run, run_dir, info, time.perf_counter() - t_start)
+    result = _finish(run, run_dir, info, time.perf_counter() - t_start)
+    result.warnings = [f"logger {name} failed: {error}" for name, error in trackers.errors().items()]
+    return result
 
 
 def _fit(cfg: RunConfig, run: loop.Run, run_dir: Path, info: dict, lock: RunLock, trackers: Trackers) -> None:

@@ -45,8 +45,9 @@ def _plan(overrides: list[str], multirun: bool) -> tuple[bool, list[list[str]]]:
 def check_command(argv: list[str]) -> Optional[str]:
     """Why ``python run.py <argv>`` must not start (one line), or None when every run is valid.
 
-    Commands with Hydra's own flags (``--help``, ``--cfg``, ``-cd`` ...) are left to Hydra, as are
-    overrides Hydra itself rejects (its message is one line too)."""
+    Commands with Hydra's own flags (``--help``, ``--cfg``, ``-cd`` ...) are left to Hydra. Overrides
+    Hydra itself rejects (an unknown group option, an unknown key, bad grammar) are said in one line
+    naming the valid choices, where Hydra prints 13 to 30."""
     multirun = any(a in _MULTIRUN for a in argv)
     overrides = [a for a in argv if a not in _MULTIRUN]
     if any(a.startswith("-") for a in overrides):
@@ -59,8 +60,8 @@ def check_command(argv: list[str]) -> Optional[str]:
     try:
         multirun, jobs = _plan(overrides, multirun)
         configs = compose_jobs(jobs)
-    except (HydraException, OmegaConfBaseException):
-        return None  # Hydra says what is wrong with its own grammar when it parses the command
+    except (HydraException, OmegaConfBaseException) as err:
+        return hydra_error_line(err)
     for i, (job, cfg) in enumerate(zip(jobs, configs)):
         try:
             RunConfig.from_dict(cfg)
@@ -81,3 +82,24 @@ def compose_jobs(jobs: list[list[str]]) -> list[dict]:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return [OmegaConf.to_container(compose(config_name="config", overrides=job), resolve=True) for job in jobs]
+
+
+def hydra_error_line(err: Exception) -> str:
+    """One line for an error Hydra or OmegaConf raised while composing a command."""
+    from hydra.errors import MissingConfigException
+
+    missing = getattr(err, "missing_cfg_file", None)
+    if isinstance(err, MissingConfigException) and missing and "/" in missing and err.options:
+        group, _, option = missing.rpartition("/")
+        where = f"conf/{group}/" + (" and the installed Hydra plugins" if group.startswith("hydra/") else "")
+        return f"{group}={option} is not an option of {group} ({where}); choose one of: {', '.join(err.options)}"
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.split("\n\n", 1)[0].splitlines() if ln.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if first.startswith("Could not override"):  # an unknown key: Hydra's hint (+key=value) is the next line
+        key = first.split("'")[1] if "'" in first else first
+        return (
+            f"{key} is not a setting of this config (python run.py --cfg job lists them); "
+            f"to add a new key on purpose, write +{key}=..."
+        )
+    return " ".join(lines[:2])

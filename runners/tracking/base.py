@@ -26,6 +26,11 @@ class Tracker:
 
     packages: tuple[str, ...] = ()  # what it imports; checked at the config boundary
 
+    @classmethod
+    def check(cls, settings: dict) -> None:
+        """Refuse settings that cannot work (an unreachable server, a path that cannot exist) before the
+        sweep starts: raise ValueError with one line saying what and how to fix it. Optional."""
+
     def start(self, run: RunMeta, resume: Optional[dict], logged_step: int) -> dict:
         """Open the tracker run (or continue ``resume``, the state an earlier attempt returned, whose
         points up to ``logged_step`` are already logged); returns the state to keep in run.json."""

@@ -58,4 +58,10 @@ def _spec(name: str, entry) -> TrackerSpec:
     except TypeError as err:
         accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
         raise ConfigError(f"logger.{name}: {err}; its settings are {accepted}") from None
+    check = getattr(cls, "check", None)
+    if callable(check):
+        try:
+            check(kwargs)
+        except ValueError as err:
+            raise ConfigError(f"logger.{name}: {err}") from None
     return TrackerSpec(name, target, kwargs)

@@ -18,7 +18,15 @@ from ..train.build import load_class
 from .base import Points, RunMeta, Tracker
 from .config import LoggerConfig
 
-__all__ = ["Trackers"]
+__all__ = ["Trackers", "failed_this_sweep"]
+
+# Trackers that failed in this process, by section name: off for the rest of the sweep (every later job
+# of an in-process multirun, or of one parallel worker), so a broken server is paid for once.
+_FAILED: dict[str, str] = {}
+
+
+def failed_this_sweep() -> dict[str, str]:
+    return dict(_FAILED)
 
 
 class Trackers:
@@ -51,6 +59,11 @@ class Trackers:
         shared_step = int(previous.get("logged_step", 0))  # run.json written before per-tracker steps
         behind = []
         for spec in self.config.trackers:
+            if spec.name in _FAILED:  # said once when it failed; recorded in every later run
+                self.states[spec.name] = {
+                    "error": f"off for this sweep after an earlier run's failure: {_FAILED[spec.name]}"
+                }
+                continue
             earlier = previous.get(spec.name)
             earlier = earlier if isinstance(earlier, dict) and "error" not in earlier else None
             resume = earlier if resumed else None
@@ -81,6 +94,10 @@ class Trackers:
             self._guard(name, lambda t=tracker: t.finish(status, final, step))
         self.open.clear()
 
+    def errors(self) -> dict[str, str]:
+        """Each tracker that failed in this run, or was off for it, with its error."""
+        return {name: state["error"] for name, state in self.states.items() if "error" in state}
+
     def record(self) -> dict[str, Any]:
         """What run.json keeps: each tracker's state (its run's id and logged_step) or its error."""
         return {**{k: dict(v) for k, v in self.states.items()}, "seconds": round(self.seconds, 3)}
@@ -93,11 +110,12 @@ class Trackers:
         except Exception as err:  # noqa: BLE001 - any tracker error: the run goes on without it
             error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             print(
-                f"warning: logger {name} failed ({error[:300]}); it is off for the rest of this run, "
-                "which goes on and writes its own files as without it",
+                f"warning: logger {name} failed ({error[:300]}); it is off for the rest of this sweep, "
+                "whose runs go on and write their own files as without it",
                 file=sys.stderr,
                 flush=True,
             )
+            _FAILED[name] = error[:300]
             tracker = self.open.pop(name, None)
             if tracker is not None:
                 try:

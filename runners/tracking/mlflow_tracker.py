@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
+import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -36,8 +40,53 @@ def store_lock(uri: str):
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
+# A server that goes down mid-sweep costs a run at most ~35 s, not MLflow's default 7 retries with
+# doubling waits (~4.5 min): set only where the user has not set them.
+_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+@functools.cache
+def unreachable(uri: str, timeout_s: float = 3.0) -> Optional[str]:
+    """Why an http(s) tracking server gives no HTTP answer within ``timeout_s`` (None: it answers, with
+    any status). Asked once per URI and process: a sweep's jobs share the answer. An HTTP request, not a
+    TCP connect: a server that accepts connections and never replies would stall every run."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:  # it answered (404 from a proxy, 401 from an auth layer): reachable
+        return None
+    except (OSError, ValueError) as err:  # refused, timed out, no such host, a malformed URI
+        reason = getattr(err, "reason", err)
+        return f"{type(reason).__name__}: {reason}"
+
+
 class MLflowTracker(Tracker):
     packages = ("mlflow",)
+
+    @classmethod
+    def check(cls, settings: dict) -> None:
+        uri = settings.get("tracking_uri")
+        if not uri:
+            return  # the default: a SQLite file in the results folder
+        uri = str(uri)
+        if uri.startswith(("http://", "https://")):
+            why = unreachable(uri)
+            if why is not None:
+                raise ValueError(
+                    f"the MLflow tracking server at {uri} does not answer ({why}); start it, point "
+                    "logger.mlflow.tracking_uri (or MLFLOW_TRACKING_URI) at one that answers, or drop logger=mlflow"
+                )
+        elif uri.startswith("sqlite:///"):
+            folder = Path(uri[len("sqlite:///") :]).parent
+            if not folder.is_dir():
+                raise ValueError(
+                    f"tracking_uri={uri}: the folder {folder} does not exist; create it, or leave tracking_uri "
+                    "unset for <results_dir>/mlflow.db"
+                )
 
     def __init__(self, tracking_uri: Optional[str] = None, experiment: Optional[str] = None) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
@@ -50,12 +99,21 @@ class MLflowTracker(Tracker):
         # As results_dir is given (relative to the working directory, as the run folders are): run.json
         # and a committed results folder name no machine's absolute path.
         self.uri = self.tracking_uri or f"sqlite:///{(run.results_dir / 'mlflow.db').as_posix()}"
+        if self.uri.startswith(("http://", "https://")):
+            for key, value in _HTTP_BOUNDS.items():
+                os.environ.setdefault(key, value)
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its "Retrying" lines
         name = self.experiment or run.results_dir.resolve().name
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its schema notes, each run
         with store_lock(self.uri):
             self.client = MlflowClient(self.uri)
             found = self.client.get_experiment_by_name(name)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+            if found:
+                experiment_id = found.experiment_id
+            else:  # a store of ours keeps its artifacts beside it, not in <cwd>/mlruns (a server decides its own)
+                local = self.tracking_uri is None
+                artifacts = (run.results_dir / "mlartifacts").resolve().as_uri() if local else None
+                experiment_id = self.client.create_experiment(name, artifact_location=artifacts)
             if resume is not None:
                 self.run_id = resume["run_id"]
                 self.client.update_run(self.run_id, status="RUNNING")

@@ -19,8 +19,17 @@ def _short(text: str, limit: int = 64) -> str:
     return f"{text[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+MODES = ("online", "offline", "disabled", "shared")  # wandb.init's accepted modes
+
+
 class WandbTracker(Tracker):
     packages = ("wandb",)
+
+    @classmethod
+    def check(cls, settings: dict) -> None:
+        mode = settings.get("mode", "offline")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} (or WANDB_MODE), got {mode!r}")
 
     def __init__(
         self,
