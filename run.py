@@ -100,6 +100,9 @@ if __name__ == "__main__":
     _check_runs(sys.argv[1:])
     try:
         main()
+    except BrokenPipeError:  # `python run.py --help | head`: the reader left; end quietly (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:  # one line, not Hydra's traceback: the runs keep their checkpoints
         print(
             "\ninterrupted: the run in progress keeps its last epoch's checkpoint; the same command resumes it "

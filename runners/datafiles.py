@@ -108,9 +108,12 @@ def _open(info: DatasetInfo, root: Path, split: str, download: bool):
             f"Download it on a machine with internet ({prefetch}), or point data.root / DATA_ROOT at a "
             "folder that has it, or allow downloading with data.download=true."
         )
+    before = _existing(root, info, split) if download else None
     try:
         return info.build(str(root), split, download)
     except Exception as err:  # noqa: BLE001 - torchvision raises many kinds; we say which case it is
+        if before is not None:  # a failed download leaves the data root as it was
+            _remove_new(root, info, split, before)
         missing = [f for f in files if not f.exists()]
         if missing:
             raise DatasetNotFound(
@@ -124,6 +127,30 @@ def _open(info: DatasetInfo, root: Path, split: str, download: bool):
             f"dataset '{info.name}' ({split} split): {where} is truncated or corrupt "
             f"({type(err).__name__}: {err}). Delete it and download again ({prefetch})."
         ) from None
+
+
+def _tops(root: Path, info: DatasetInfo, split: str) -> set[Path]:
+    """The first folder (or file) under ``root`` of each of the split's entries: what a download writes."""
+    return {root / Path(rel).parts[0] for rel in info.files[split]}
+
+
+def _existing(root: Path, info: DatasetInfo, split: str) -> set[Path]:
+    found = {root} if root.exists() else set()
+    for top in _tops(root, info, split):
+        if top.exists():
+            found |= {top, *top.rglob("*")} if top.is_dir() else {top}
+    return found
+
+
+def _remove_new(root: Path, info: DatasetInfo, split: str, before: set[Path]) -> None:
+    """Remove what a failed download created under ``root`` (files, then folders deepest first); what was
+    there before stays."""
+    new = [p for p in _existing(root, info, split) if p not in before]
+    for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            pass  # not empty (a file we did not make) or already gone: left alone
 
 
 def conversion_key(info: DatasetInfo) -> str:

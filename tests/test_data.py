@@ -161,6 +161,16 @@ def test_missing_dataset_offline_gives_one_clear_error(tmp_path, cache, monkeypa
     msg = str(err.value)
     assert "'kmnist'" in msg and str(root) in msg and "scripts/prefetch_data.py kmnist" in msg
     assert "could not be downloaded" in msg and err.value.__cause__ is None
+    assert not root.exists()  # the failed download's KMNIST/raw folders removed, the root as it was
+    (root / "KMNIST" / "raw").mkdir(parents=True)  # what was there before a failed download stays
+    (root / "KMNIST" / "raw" / "notes.txt").write_text("mine")
+    with pytest.raises(DS.DatasetNotFound):
+        DS.load_split("kmnist", "train", root=str(root), download=True)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "KMNIST",
+        "KMNIST/raw",
+        "KMNIST/raw/notes.txt",
+    ]
     with pytest.raises(DS.DatasetNotFound, match="missing .*cifar-10-batches-py/data_batch_1"):
         DS.load_split("cifar10", "test" if False else "train", root=str(root), download=False)
 

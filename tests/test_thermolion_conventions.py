@@ -221,3 +221,30 @@ def test_deepcopy_and_pickle_keep_the_noise_stream():
     copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
     draws = [o._noise_generator(torch.device("cpu")).get_state() for o in (opt, *copies)]
     assert all(torch.equal(d, draws[0]) for d in draws)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(foreach=False), dict(fused=True)])  # Adam refuses capturable on a CPU
+def test_the_step_dtype_follows_the_default_dtype_as_torch_optim_does(kw):
+    before = torch.get_default_dtype()
+    try:
+        for default in (torch.float32, torch.float64):
+            torch.set_default_dtype(default)
+            p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+            p.grad, q.grad = torch.ones(3), torch.ones(3)
+            ours, theirs = ThermoLion([p], **kw), torch.optim.Adam([q], **kw)
+            ours.step()
+            theirs.step()
+            assert ours.state[p]["step"].dtype == theirs.state[q]["step"].dtype, default
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_fused_on_a_device_without_fused_kernels_raises_torchs_message():
+    messages = []
+    for cls in (ThermoLion, torch.optim.Adam):
+        p = torch.nn.Parameter(torch.zeros(3, device="meta"))
+        p.grad = torch.zeros(3, device="meta")
+        with pytest.raises(RuntimeError) as err:
+            cls([p], fused=True).step()
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "supported devices" in messages[0]

@@ -79,6 +79,8 @@ def test_tracker_settings_that_cannot_work_are_refused_at_the_boundary(tmp_path,
 
 # ---------------------------------------------------------------------- 3. Hydra's own errors: one line, no folder
 HYDRA_ERRORS = [
+    (("logger=tensorboard", "logger=mlflow"), "logger is given twice (logger=tensorboard and logger=mlflow)"),
+    (("-m", "seed=0,1", "seed=2"), "seed is given twice"),
     (
         ("-m", "optimizer=adamw,bogus"),
         "optimizer=bogus is not an option of optimizer (conf/optimizer/); choose one",
@@ -129,3 +131,21 @@ def test_status_and_report_classify_a_truncated_run_and_a_lost_record_alike(tmp_
     assert "seed1: DONE but no run.json" in out
     excluded = {e["run_dir"].split("/")[-1]: e["reason"] for e in collect(tmp_path / "results").excluded}
     assert excluded["seed0"] in out and excluded["seed1"] in out  # the report's reasons, word for word
+
+
+# ---------------------------------------------------------------------- 7. smaller items
+@pytest.mark.slow
+def test_help_into_a_pipe_whose_reader_left_ends_quietly(tmp_path):
+    """``python run.py --help | head``: the reader closes its end; the closed end is made certain here by
+    closing it before the child (a second of imports) writes anything."""
+    import subprocess
+    import sys
+
+    from .test_harness import ROOT
+
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and err == "", err

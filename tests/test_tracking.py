@@ -23,9 +23,9 @@ from runners.sweep import job as T  # noqa: E402
 from runners.sweep.compose import compose_dict, compose_run  # noqa: E402
 from runners.tracking import config as tracking_config  # noqa: E402
 from runners.tracking import epoch_points, parse_loggers  # noqa: E402
+from runners.tracking.wandb_records import read_run  # noqa: E402
 
 from .test_harness import ROOT, die_after_checkpoint, run_py  # noqa: E402
-from .wandb_records import read_run  # noqa: E402
 
 ALL = "logger=[tensorboard,mlflow,wandb]"
 SMALL = ["data.image_size=8", "trainer.epochs=3", "trainer.progress=off"]  # digits: 12 steps an epoch, 36 in all
@@ -322,7 +322,7 @@ def test_a_tracker_added_at_a_resume_is_back_filled_and_says_so(tmp_path, monkey
     resumed = compose_run("logger=[tensorboard,mlflow]", *SMALL, where)
     assert resumed.run_dir() == cfg.run_dir() and T.train(resumed).status == "done"
     out = capsys.readouterr().out
-    assert "logger mlflow added at a resume: back-filled epochs 1-2" in out
+    assert "logger mlflow from step 0: back-filled up to epoch 2 from the run's own rows" in out
     record = rf.read_info(cfg.run_dir())["trackers"]
     client = MlflowClient(record["mlflow"]["tracking_uri"])
     acc = {m.step: m.value for m in client.get_metric_history(record["mlflow"]["run_id"], "eval/acc")}
@@ -346,3 +346,29 @@ def test_a_fresh_start_leaves_one_mlflow_run_per_run_folder(tmp_path):
     assert [r.info.run_id for r in active] == [new["run_id"]] != [old["run_id"]]
     assert active[0].data.tags["supersedes"] == old["run_id"]
     assert client.get_run(old["run_id"]).info.lifecycle_stage == "deleted"
+
+
+@pytest.mark.slow
+def test_wandb_points_lost_in_a_kill_are_sent_again_on_resume(tmp_path, monkeypatch, capsys):
+    """W&B writes offline points asynchronously: a kill can lose points the run already counted as logged.
+    The resume reads the offline files for the last step W&B made durable and re-sends from there."""
+    from runners.tracking import wandb_tracker
+
+    cfg = compose_run("logger=wandb", *SMALL, f"results_dir={tmp_path / 'results'}")
+    real_log = wandb_tracker.WandbTracker.log
+
+    def loses_epoch_two(self, points):  # as if W&B's writer died before writing them
+        real_log(self, [(step, m) for step, m in points if not 12 < step <= 24])
+
+    monkeypatch.setattr(wandb_tracker.WandbTracker, "log", loses_epoch_two)
+    real_save = die_after_checkpoint(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg)
+    assert rf.read_info(cfg.run_dir())["trackers"]["wandb"]["logged_step"] == 24  # what the run sent
+    monkeypatch.setattr(wandb_tracker.WandbTracker, "log", real_log)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    assert T.train(cfg).status == "done"
+    assert "logger wandb from step 12: back-filled up to epoch 2" in capsys.readouterr().out
+    files = sorted((tmp_path / "results" / "wandb").glob("offline-run-*/run-*.wandb"))
+    rows = [row for f in files for row in read_run(f)["history"] if "eval/acc" in row]
+    assert sorted(row["_step"] for row in rows) == [12, 24, 36]  # every epoch's point, none twice

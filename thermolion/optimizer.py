@@ -267,12 +267,15 @@ class ThermoLion(Optimizer):
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
         if group["foreach"] and torch.is_tensor(group["lr"]) and not group["capturable"]:
             raise RuntimeError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        # torch.optim's convention: the step is a float32 tensor, on the device with capturable or fused
-        # (read there, no sync), else on the CPU (read back to a Python int for free)
+        # torch.optim's convention: the step is a float tensor (float64 under a float64 default dtype, else
+        # float32), on the device with capturable or fused (read there, no sync), else on the CPU (read back
+        # to a Python int for free)
         on_device = group["capturable"] or group["fused"] is True
         for p in group["params"]:
             if p.grad is None or p.numel() == 0:
                 continue  # no gradient (or no element): no update and the temperature does not advance
+            if group["fused"] is True:
+                _check_fused_device(p)
             if p.grad.is_sparse:
                 raise RuntimeError(
                     "ThermoLion does not support sparse gradients; use dense gradients "
@@ -281,11 +284,12 @@ class ThermoLion(Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 state_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-                state["step"] = 0.0  # float32, so that pow is exact up to 2**24 steps (below)
+                state["step"] = 0.0  # float32 at least, so that pow is exact up to 2**24 steps (below)
                 state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
             # an int step (a state saved by an older version) or one saved on another device reads back
-            state["step"] = _as_step_tensor(state["step"], p.device if on_device else torch.device("cpu"))
+            device = p.device if on_device else torch.device("cpu")
+            state["step"] = _as_step_tensor(state["step"], device, group["fused"] is True)
             state["step"].add_(1)
             params.append(p)
             grads.append(p.grad)
@@ -360,12 +364,32 @@ def _restore_float32_moments(optimizer: ThermoLion) -> None:
                 optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)
 
 
-def _as_step_tensor(step, device: torch.device) -> Tensor:
-    """A step count as torch.optim keeps it: a float32 0-dim tensor (on the parameter's device for
-    capturable or fused, else on the CPU)."""
-    if isinstance(step, Tensor) and step.device == device and step.dtype == torch.float32:
+def _step_dtype(fused: bool = False) -> torch.dtype:
+    """torch.optim's scalar dtype (``torch.optim.optimizer._get_scalar_dtype``): float32 for fused, else
+    float64 under a float64 default dtype, else float32."""
+    return torch.float64 if not fused and torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _as_step_tensor(step, device: torch.device, fused: bool = False) -> Tensor:
+    """A step count as torch.optim keeps it: a 0-dim tensor of its scalar dtype (on the parameter's device
+    for capturable or fused, else on the CPU)."""
+    dtype = _step_dtype(fused)
+    if isinstance(step, Tensor) and step.device == device and step.dtype == dtype:
         return step
-    return torch.as_tensor(float(step), dtype=torch.float32, device=device)
+    return torch.as_tensor(float(step), dtype=dtype, device=device)
+
+
+def _check_fused_device(p: Tensor) -> None:
+    """torch.optim's rule and message for ``fused=True``: floating-point parameters on a device that has
+    fused kernels (the meta device has none)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    supported = _get_fused_kernels_supported_devices()
+    if p.device.type not in supported or not torch.is_floating_point(p):
+        raise RuntimeError(
+            "`fused=True` requires all the params to be floating point Tensors of supported devices: "
+            f"{supported} but {p.dtype} and {p.device.type}"
+        )
 
 
 def _check_lr(lr: Union[float, Tensor], foreach: Optional[bool], capturable: bool) -> None:

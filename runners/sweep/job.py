@@ -241,13 +241,14 @@ def _train(
     trackers = Trackers(cfg.loggers)
     if cfg.loggers.trackers:
         meta = run_meta(cfg, run_dir, info["code_version"])
-        behind = trackers.start(meta, previous_trackers, resumed=ckpt is not None)
-        if behind and run.history:  # added at a resume: the epochs already trained, from the run's own rows
+        trackers.start(meta, previous_trackers, resumed=ckpt is not None)
+        behind = trackers.behind(int(run.history[-1]["step"])) if run.history else {}
+        if behind:  # added at a resume, or its points lost in a kill: the epochs trained, from the run's rows
             trackers.log(history_points(run.history, run.evals))
+            kept = ", ".join(f"{name} from step {step}" for name, step in behind.items())
             print(
-                f"logger {', '.join(behind)} added at a resume: back-filled epochs 1-{len(run.history)} from "
-                f"the run's own rows (the per-step training losses before step {int(run.history[-1]['step'])} "
-                "were not kept)",
+                f"logger {kept}: back-filled up to epoch {len(run.history)} from the run's own rows "
+                "(the per-step training losses of those epochs were not kept)",
                 flush=True,
             )
         info["trackers"] = trackers.record()

@@ -58,6 +58,9 @@ def check_command(argv: list[str]) -> Optional[str]:
     from ..config import ConfigError, RunConfig
 
     try:
+        twice = given_twice(overrides)
+        if twice:
+            return twice
         multirun, jobs = _plan(overrides, multirun)
         configs = compose_jobs(jobs)
     except (HydraException, OmegaConfBaseException) as err:
@@ -103,3 +106,21 @@ def hydra_error_line(err: Exception) -> str:
             f"to add a new key on purpose, write +{key}=..."
         )
     return " ".join(lines[:2])
+
+
+def given_twice(overrides: list[str]) -> Optional[str]:
+    """One line when a key is set twice in one command: Hydra keeps the last silently (``logger=tensorboard
+    logger=mlflow`` runs MLflow alone)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    seen: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        if key in seen:
+            several = f"; for several at once write {key}=[a,b]" if key == "logger" else ""
+            return (
+                f"{key} is given twice ({seen[key]} and {override.input_line}): Hydra would keep the last one; "
+                f"give it once{several}"
+            )
+        seen[key] = override.input_line
+    return None

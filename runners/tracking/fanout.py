@@ -49,15 +49,13 @@ class Trackers:
     def step(self, name: str) -> int:
         return int(self.states.get(name, {}).get("logged_step", 0))
 
-    def start(self, run: RunMeta, previous: Optional[dict], resumed: bool) -> list[str]:
+    def start(self, run: RunMeta, previous: Optional[dict], resumed: bool) -> None:
         """Open each tracker; ``previous`` is run.json's record of an earlier attempt, continued when
         the run resumes from its checkpoint. A fresh start opens new tracker runs, and each tracker may
-        mark the earlier attempt's run as superseded. Returns the trackers that start behind the run
-        (added at a resume): the caller back-fills them."""
+        mark the earlier attempt's run as superseded."""
         previous = previous or {}
         self.seconds = float(previous.get("seconds", 0.0)) if resumed else 0.0
         shared_step = int(previous.get("logged_step", 0))  # run.json written before per-tracker steps
-        behind = []
         for spec in self.config.trackers:
             if spec.name in _FAILED:  # said once when it failed; recorded in every later run
                 self.states[spec.name] = {
@@ -71,15 +69,18 @@ class Trackers:
 
             def start(spec=spec, resume=resume, step=step) -> None:
                 tracker = load_class(spec.target)(**spec.kwargs)
-                self.states[spec.name] = {**tracker.start(run, resume, step), "logged_step": step}
+                # a tracker may report less than was sent (what it made durable): it is re-sent the rest
+                self.states[spec.name] = {"logged_step": step, **tracker.start(run, resume, step)}
                 self.open[spec.name] = tracker
 
             self._guard(spec.name, start)
             if spec.name in self.open and not resumed and earlier is not None:
                 self._guard(spec.name, lambda t=self.open[spec.name], e=earlier: t.supersede(e))
-            if spec.name in self.open and resumed and resume is None:
-                behind.append(spec.name)
-        return behind
+
+    def behind(self, step: int) -> dict[str, int]:
+        """The open trackers whose last kept step is before ``step`` (added at a resume, or whose points
+        were lost in a kill), with that step: the caller back-fills them from the run's own rows."""
+        return {name: self.step(name) for name in self.open if self.step(name) < step}
 
     def log(self, points: Points) -> None:
         for name, tracker in list(self.open.items()):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .base import Points, RunMeta, Tracker
+from .wandb_records import last_step
 
 __all__ = ["WandbTracker"]
 
@@ -62,7 +63,11 @@ class WandbTracker(Tracker):
             reinit="create_new",  # one W&B run per job of an in-process multirun
             settings=wandb.Settings(console="off", silent=True),  # the terminal stays the harness's own
         )
-        return {"id": self.run.id, "dir": str(folder)}
+        state = {"id": self.run.id, "dir": str(folder)}
+        if resume is not None:  # W&B writes offline points asynchronously: a kill loses the unwritten ones
+            files = sorted((folder / "wandb").glob(f"offline-run-*-{self.run.id}/run-{self.run.id}.wandb"))
+            state["logged_step"] = min(logged_step, last_step(files))
+        return state
 
     def supersede(self, earlier: dict) -> None:
         """W&B offline runs cannot be changed once written: this run's config names the one it replaces
