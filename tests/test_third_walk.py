@@ -149,3 +149,74 @@ def test_help_into_a_pipe_whose_reader_left_ends_quietly(tmp_path):
     proc.stdout.close()  # the reader is gone before the first line
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+@pytest.mark.slow
+def test_a_compiled_step_prints_no_dynamo_warnings():
+    """torch.compile(opt.step) printed 16 lines (a graph break on the CPU step's int(), Dynamo tracing the
+    noise generators' seeding); the bookkeeping now runs outside the graph, as torch.optim's does."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from .test_harness import ROOT
+
+    script = textwrap.dedent(
+        """
+        import torch
+        from thermolion import ThermoLion
+        m = torch.nn.Linear(8, 4)
+        for kw in (dict(), dict(capturable=True)):
+            opt = ThermoLion(m.parameters(), **kw)
+            step = torch.compile(opt.step)
+            for _ in range(3):
+                m.weight.grad, m.bias.grad = torch.randn_like(m.weight), torch.randn_like(m.bias)
+                step()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for phrase in ("Graph break", "Dynamo does not know", "graph_break"):
+        assert phrase not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_page_says_one_seed_where_there_is_no_spread_and_hints_at_wide_tables():
+    import pandas as pd
+
+    from runners.report.page import _final_table
+    from runners.report.page_figures import convergence_figure
+    from runners.report.tables import UNCOUNTED
+
+    def curves(stds):
+        return pd.DataFrame(
+            [
+                {
+                    "dataset": "digits",
+                    "optimizer": o,
+                    "epoch": e,
+                    "step": e,
+                    "eval_acc_mean": 50.0 + e,
+                    "eval_acc_std": s,
+                }
+                for o, s in (("adamw", stds), ("lion", stds))
+                for e in (1, 2)
+            ]
+        )
+
+    assert convergence_figure(curves(float("nan")), "digits")["layout"]["title"]["text"] == (
+        "digits: one seed each (no spread to show)"
+    )
+    assert convergence_figure(curves(0.5), "digits")["layout"]["title"]["text"] == "digits: mean ± std over seeds"
+    row = {
+        "dataset": "digits",
+        "mean": 90.0,
+        "std": 1.0,
+        "n": 2,
+        "attempted": 2,
+        "done": 2,
+        "best": False,
+        **{k: 0 for k in ("diverged", *UNCOUNTED)},
+    }
+    narrow = _final_table([{**row, "optimizer": f"opt{i}"} for i in range(3)])
+    wide = _final_table([{**row, "optimizer": f"opt{i}"} for i in range(9)])
+    assert "scroll it sideways" not in narrow and "scroll it sideways" in wide and "class='scroll'" in wide

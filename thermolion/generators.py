@@ -47,6 +47,7 @@ class NoiseGenerators:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "process_group": None}  # not picklable: a copy uses the default group
 
+    @torch.compiler.disable  # seeding (hashlib, manual_seed) is bookkeeping: never traced by Dynamo
     def for_device(self, device: torch.device) -> torch.Generator:
         """The caller's generator, or the owned one of ``device`` (made, and seeded, at its first use)."""
         if self.generator is not None:

@@ -264,6 +264,9 @@ class ThermoLion(Optimizer):
         self._noise.load_state_dict(state_dict)  # takes its entries out
         super().load_state_dict(state_dict)
 
+    # Bookkeeping, not maths: under torch.compile(opt.step) it runs eagerly, as torch.optim keeps its own
+    # state set-up out of the graph, so Dynamo neither breaks on the CPU step's int() nor warns about it.
+    @torch.compiler.disable
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
         if group["foreach"] and torch.is_tensor(group["lr"]) and not group["capturable"]:
             raise RuntimeError("lr as a Tensor is not supported for capturable=False and foreach=True")

@@ -105,7 +105,9 @@ def _section(out: Path, section: str, anchor: str, part: dict) -> str:
     title = f"<h2 id='{anchor}'>{html.escape(section_title(section))}</h2>"
     parts = [title, f"<p class='key'>{html.escape(section)}</p>", *_warnings(part)]
     if part.get("table"):
-        parts.append("<h3>Final accuracy, mean ± std over seeds (done / attempted)</h3>" + _final_table(part["table"]))
+        seeds = max((int(r.get("n") or 0) for r in part["table"]), default=0)
+        what = "mean ± std over seeds" if seeds > 1 else "one seed each"
+        parts.append(f"<h3>Final accuracy, {what} (done / attempted)</h3>" + _final_table(part["table"]))
     curves = pd.DataFrame(part.get("curves") or [])
     if not curves.empty:
         parts.append(
@@ -172,7 +174,10 @@ def _final_table(records: list[dict]) -> str:
                 f"{html.escape(_cell(r) if 'attempted' in r else _old_cell(r))}</td>"
             )
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table class='sortable final'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return _wide(
+        f"<table class='sortable final'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+        len(optimizers) + 1,
+    )
 
 
 def _old_cell(r) -> str:
@@ -184,7 +189,16 @@ def _old_cell(r) -> str:
 def _table(header: list[str], rows: list[list], cls: str = "sortable") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return _wide(f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", len(header))
+
+
+WIDE_COLUMNS = 8
+
+
+def _wide(table: str, columns: int) -> str:
+    """A table in its own horizontally scrolling box, with a hint when it is wide enough to need one."""
+    hint = "<p class='hint'>Wide table: scroll it sideways.</p>" if columns > WIDE_COLUMNS else ""
+    return f"{hint}<div class='scroll'>{table}</div>"
 
 
 def _fmt(value) -> str:

@@ -9,6 +9,7 @@ nav{position:sticky;top:0;height:100vh;overflow:auto;min-width:230px;max-width:2
 background:#f6f6f6;font-size:14px;box-sizing:border-box}
 nav a{display:block;margin:3px 0;color:#0645ad;text-decoration:none}
 main{padding:12px 28px;max-width:1300px;overflow-x:auto}
+.scroll{overflow-x:auto;max-width:100%}.hint{color:#666;font-size:90%;margin:2px 0}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}

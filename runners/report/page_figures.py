@@ -49,6 +49,15 @@ def _rgba(colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+spread = "mean ± std over seeds"
+
+
+def _has_spread(sub: pd.DataFrame) -> bool:
+    """Whether any curve has a std: one seed per optimizer has none (std of one value is NaN)."""
+    stds = [c for c in sub.columns if c.endswith("_std")]
+    return bool(stds) and sub[stds].notna().any().any()
+
+
 def convergence_figure(curves: pd.DataFrame, dataset: str) -> dict:
     """Mean over seeds with a ±1 std band per optimizer (``summary.json``'s curves); menus switch the
     metric and the x axis. A plain figure dict (see ``fragment``)."""
@@ -98,7 +107,7 @@ def convergence_figure(curves: pd.DataFrame, dataset: str) -> dict:
         _menu([(label, {"x": xs[a]}, {"xaxis.title.text": label}) for a, label in axes], 0.45),
     ]
     layout = {
-        "title": {"text": f"{dataset}: mean ± std over seeds"},
+        "title": {"text": f"{dataset}: " + (spread if _has_spread(sub) else "one seed each (no spread to show)")},
         "xaxis": {"title": {"text": "epoch"}},
         "yaxis": {"title": {"text": metrics[0][1]}},
         "updatemenus": menus,
