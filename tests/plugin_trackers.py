@@ -8,3 +8,16 @@ class NeedsAMissingPackage(Tracker):
 
     def __init__(self, level: int = 1) -> None:
         self.level = level
+
+
+class FailsOnFirstLog(Tracker):
+    """Starts fine, raises on its first point: a server that went down mid-sweep."""
+
+    def start(self, run, resume, logged_step):
+        return {"opened": run.key}
+
+    def log(self, points):
+        raise ConnectionError("the tracking server went away (simulated)")
+
+    def finish(self, status, final, step):
+        pass

@@ -220,3 +220,25 @@ def test_the_page_says_one_seed_where_there_is_no_spread_and_hints_at_wide_table
     narrow = _final_table([{**row, "optimizer": f"opt{i}"} for i in range(3)])
     wide = _final_table([{**row, "optimizer": f"opt{i}"} for i in range(9)])
     assert "scroll it sideways" not in narrow and "scroll it sideways" in wide and "class='scroll'" in wide
+
+
+@pytest.mark.slow
+def test_a_tracker_that_fails_is_off_for_the_rest_of_the_sweep_and_named_once_in_the_summary(tmp_path):
+    import json
+
+    proc = run_py(
+        "-m",
+        "+logger.flaky._target_=tests.plugin_trackers.FailsOnFirstLog",
+        "seed=0,1",
+        "data.image_size=8",
+        "trainer.epochs=1",
+        "trainer.progress=off",
+        "hydra.callbacks.sweep_summary.report=false",
+        results=tmp_path / "r",
+    )
+    assert "2 done" in proc.stdout
+    assert proc.stderr.count("warning: logger flaky failed") == 1  # said when it failed, not again
+    summary = [ln for ln in proc.stderr.splitlines() if "WARNING logger flaky failed" in ln]
+    assert len(summary) == 1 and "in 2 run(s)" in summary[0] and "went away" in summary[0]
+    records = [json.loads(p.read_text())["trackers"]["flaky"] for p in sorted((tmp_path / "r").rglob("run.json"))]
+    assert "went away" in records[0]["error"] and records[1]["error"].startswith("off for this sweep")
