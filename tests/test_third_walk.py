@@ -242,3 +242,25 @@ def test_a_tracker_that_fails_is_off_for_the_rest_of_the_sweep_and_named_once_in
     assert len(summary) == 1 and "in 2 run(s)" in summary[0] and "went away" in summary[0]
     records = [json.loads(p.read_text())["trackers"]["flaky"] for p in sorted((tmp_path / "r").rglob("run.json"))]
     assert "went away" in records[0]["error"] and records[1]["error"].startswith("off for this sweep")
+
+
+def test_the_reports_command_keeps_the_launcher_it_ran_under():
+    """Issue 45: the report's Command dropped hydra/launcher=parallel and its workers, so re-running it ran
+    serially. The launcher's and sweeper's overrides are kept; Hydra's internal ones are not."""
+    from omegaconf import OmegaConf
+
+    from runners.sweep.hydra_glue import sweep_command
+
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "overrides": {
+                    "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=parallel", "hydra.launcher.workers=2"],
+                    "task": ["optimizer=thermolion,adamw", "seed=0,1"],
+                }
+            }
+        }
+    )
+    assert sweep_command(config) == (
+        "python run.py -m hydra/launcher=parallel hydra.launcher.workers=2 optimizer=thermolion,adamw seed=0,1"
+    )

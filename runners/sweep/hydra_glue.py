@@ -49,6 +49,17 @@ def print_final_tables(out: Path, summary: dict) -> None:
         print("\n".join(rows))
 
 
+# Hydra's own overrides that decide how a sweep ran: re-running the shown command must run it the same way.
+_LAUNCH = ("hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.")
+
+
+def sweep_command(config) -> str:
+    """``python run.py -m`` with the launcher's and sweeper's overrides, then the task's: the command that
+    re-runs the sweep as it ran (``hydra/launcher=parallel hydra.launcher.workers=2`` included)."""
+    launch = [o for o in config.hydra.overrides.hydra if o.startswith(_LAUNCH)]
+    return shlex.join(["python", "run.py", "-m", *launch, *config.hydra.overrides.task])
+
+
 class SweepSummary(Callback):
     """Summarise the sweep's jobs, write the report of its results folder, fail if any job failed.
 
@@ -117,7 +128,7 @@ class SweepSummary(Callback):
 
             out = Path(config.results_dir) / "report"
             try:
-                command = shlex.join(["python", "run.py", "-m", *config.hydra.overrides.task])
+                command = sweep_command(config)
                 summary = build_report(Path(config.results_dir), out, command=command)
                 print_final_tables(out, summary)
                 print(f"report written to {out} (its README.md lists every file)")
