@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # The harness runs from the checkout (only `thermolion` is installed): job processes that Slurm or
@@ -79,9 +80,11 @@ def _check_results_dir(argv: list[str]) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         sys.exit(f"error: results_dir={given[-1]} cannot be created: {existing} is a file; choose a writable folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # a real probe: root passes os.access everywhere, and sysfs or a read-only mount still refuse
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
+    except OSError as err:
         sys.exit(
-            f"error: results_dir={given[-1]} cannot be written ({existing}: permission denied); "
+            f"error: results_dir={given[-1]} cannot be written ({existing}: {err.strerror or err}); "
             "choose a writable folder"
         )
 

@@ -264,3 +264,29 @@ def test_the_reports_command_keeps_the_launcher_it_ran_under():
     assert sweep_command(config) == (
         "python run.py -m hydra/launcher=parallel hydra.launcher.workers=2 optimizer=thermolion,adamw seed=0,1"
     )
+
+
+def test_a_failed_tracker_is_off_only_for_its_own_sweep(tmp_path, capsys):
+    """Off for the rest of the sweep (same results folder, same process) and for no other: another study,
+    or the next sweep (forget_failures at its start), tries it again."""
+    from runners.tracking import LoggerConfig
+    from runners.tracking.base import RunMeta
+    from runners.tracking.config import TrackerSpec
+    from runners.tracking.fanout import Trackers, forget_failures
+
+    forget_failures()
+    config = LoggerConfig(1, (TrackerSpec("flaky", "tests.plugin_trackers.FailsOnFirstLog"),))
+
+    def run(study: str) -> dict:
+        meta = RunMeta("k", "c", tmp_path / study, tmp_path / study / "k", {}, {})
+        trackers = Trackers(config)
+        trackers.start(meta, None, resumed=False)
+        trackers.log([(1, {"train/loss": 1.0})])
+        return trackers.errors()
+
+    assert "went away" in run("a")["flaky"]
+    assert run("a")["flaky"].startswith("off for this sweep")  # the same study: not tried again
+    assert "went away" in run("b")["flaky"]  # another study: tried
+    forget_failures()
+    assert "went away" in run("a")["flaky"]  # the next sweep: tried again
+    assert capsys.readouterr().err.count("warning: logger flaky failed") == 3

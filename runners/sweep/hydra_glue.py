@@ -72,6 +72,9 @@ class SweepSummary(Callback):
         self._job_start = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from ..tracking.fanout import forget_failures
+
+        forget_failures()  # a tracker that failed in an earlier sweep of this process is tried again
         target = str(config.hydra.launcher.get("_target_", ""))
         # Only Hydra's basic launcher ends jobs in this process, so only then does this callback draw
         # the sweep bar; the submitit launchers draw it themselves as results arrive.

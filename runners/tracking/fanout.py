@@ -12,21 +12,28 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Optional
 
 from ..train.build import load_class
 from .base import Points, RunMeta, Tracker
 from .config import LoggerConfig
 
-__all__ = ["Trackers", "failed_this_sweep"]
+__all__ = ["Trackers", "failed_this_sweep", "forget_failures"]
 
-# Trackers that failed in this process, by section name: off for the rest of the sweep (every later job
-# of an in-process multirun, or of one parallel worker), so a broken server is paid for once.
-_FAILED: dict[str, str] = {}
+# Trackers that failed in this process, by (results folder, section name): off for the rest of that sweep
+# (every later job of an in-process multirun, or of one parallel worker), so a broken server is paid for
+# once. A new sweep starts with none (``forget_failures``, called when a multirun starts); another results
+# folder is another study and tries again.
+_FAILED: dict[tuple[str, str], str] = {}
 
 
-def failed_this_sweep() -> dict[str, str]:
+def failed_this_sweep() -> dict[tuple[str, str], str]:
     return dict(_FAILED)
+
+
+def forget_failures() -> None:
+    _FAILED.clear()
 
 
 class Trackers:
@@ -35,6 +42,7 @@ class Trackers:
         self.open: dict[str, Tracker] = {}
         self.states: dict[str, dict] = {}  # each tracker's run id (or error) and its own logged_step
         self.seconds = 0.0  # spent inside the trackers' calls: what watching this run cost it
+        self.study = ""  # the results folder: a tracker that failed is off for the rest of its sweep
 
     @property
     def every_steps(self) -> int:
@@ -54,12 +62,13 @@ class Trackers:
         the run resumes from its checkpoint. A fresh start opens new tracker runs, and each tracker may
         mark the earlier attempt's run as superseded."""
         previous = previous or {}
+        self.study = str(Path(run.results_dir).resolve())
         self.seconds = float(previous.get("seconds", 0.0)) if resumed else 0.0
         shared_step = int(previous.get("logged_step", 0))  # run.json written before per-tracker steps
         for spec in self.config.trackers:
-            if spec.name in _FAILED:  # said once when it failed; recorded in every later run
+            if (self.study, spec.name) in _FAILED:  # said once when it failed; recorded in every later run
                 self.states[spec.name] = {
-                    "error": f"off for this sweep after an earlier run's failure: {_FAILED[spec.name]}"
+                    "error": f"off for this sweep after an earlier run's failure: {_FAILED[self.study, spec.name]}"
                 }
                 continue
             earlier = previous.get(spec.name)
@@ -116,7 +125,7 @@ class Trackers:
                 file=sys.stderr,
                 flush=True,
             )
-            _FAILED[name] = error[:300]
+            _FAILED[self.study, name] = error[:300]
             tracker = self.open.pop(name, None)
             if tracker is not None:
                 try:
