@@ -37,6 +37,10 @@ def check_run(run: RunConfig) -> None:
         raise ConfigError(f"seed must be an integer >= 0, got {run.seed!r}")
     if run.rerun not in RERUN:
         raise ConfigError(f"rerun must be stale, all or failed (or null: keep finished runs), got {run.rerun!r}")
+    if run.threads is not None and (
+        isinstance(run.threads, bool) or not isinstance(run.threads, int) or run.threads < 1
+    ):
+        raise ConfigError(f"threads must be an integer >= 1 (or null: torch's default), got {run.threads!r}")
     for flag in ("tune_on_test", "exact_machine"):
         if not isinstance(getattr(run, flag), bool):
             raise ConfigError(f"{flag} must be true or false, got {getattr(run, flag)!r}")

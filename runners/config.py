@@ -94,6 +94,7 @@ class RunConfig:
     search_space_sha: Optional[str] = None  # its content's hash: trials of an edited file are another space
     tune_on_test: bool = False  # allow trial=N where the evaluation split is not a validation split
     exact_machine: bool = False  # reuse a finished run only on the same machine's floating-point order
+    threads: Optional[int] = None  # CPU threads for this run (None: torch's default, or the launcher's)
     options: RunOptions = RunOptions()  # how the run is carried out (no number depends on it)
     loggers: LoggerConfig = LoggerConfig()  # the trackers it is watched in (logger=...; no number depends on them)
 
@@ -142,7 +143,7 @@ class RunConfig:
             search_space_sha=_space_sha(space_file, name),
             **{
                 k: cfg.pop(k)
-                for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test", "exact_machine")
+                for k in ("protocol", "seed", "results_dir", "rerun", "tune_on_test", "exact_machine", "threads")
                 if k in cfg
             },
         )
@@ -231,6 +232,7 @@ class RunConfig:
             "search_space_sha": self.search_space_sha,
             "tune_on_test": self.tune_on_test,
             "exact_machine": self.exact_machine,
+            "threads": self.threads,
             "model": asdict(self.model),
             "optimizer": self._optimizer_dict(),
             "data": asdict(self.data),

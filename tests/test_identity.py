@@ -380,3 +380,23 @@ def test_a_run_json_without_a_data_hash_is_stale():
         "no recorded data hash (written before the data's content was recorded)"
     ]
     assert identity.stale_reasons(info, "x", "cpu") == []  # a reader without the files compares nothing
+
+
+def test_threads_fixes_a_runs_thread_count_and_reproduces_a_one_thread_run_bit_for_bit(tmp_path):
+    """threads=1 under a 2-thread process gives the numbers of a process with 1 thread (what the parallel
+    launcher's workers run with), is recorded, and is not part of the identity (a machine key)."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one CPU thread here: nothing to compare")
+    base = config(tmp_path / "a", "thermolion", epochs=2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = T.train(base)
+    finally:
+        torch.set_num_threads(before)
+    pinned = dataclasses.replace(config(tmp_path / "b", "thermolion", epochs=2), threads=1)
+    result = T.train(pinned)
+    assert torch.get_num_threads() == before  # the next job of an in-process sweep gets its default back
+    assert rf.read_info(result.run_dir)["environment"]["torch_threads"] == 1
+    assert _numbers(result.run_dir) == _numbers(one.run_dir)
+    assert pinned.fingerprint() == base.fingerprint() and pinned.run_dir().name == base.run_dir().name

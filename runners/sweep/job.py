@@ -59,6 +59,17 @@ def train(cfg: RunConfig) -> RunResult:
     other code, kept unless ``rerun`` is stale or all), running elsewhere (another live process
     holds the run's lock).
     """
+    if cfg.threads is not None:  # for this run only: an in-process sweep's next job gets the default back
+        before = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        try:
+            return _train_run(cfg)
+        finally:
+            torch.set_num_threads(before)
+    return _train_run(cfg)
+
+
+def _train_run(cfg: RunConfig) -> RunResult:
     run_dir = cfg.run_dir()
     version, packages = code_version(), cfg.packages()
     device = pick_device(cfg.trainer.device)
