@@ -51,6 +51,7 @@ __all__ = [
     "owner_gone",
     "pid_alive",
     "machine_id",
+    "recorded_warnings",
 ]
 
 STATUSES = {
@@ -176,3 +177,14 @@ def classify(run_dir: Path, info: Optional[dict], stale: Optional[Callable[[dict
         f"its owner {who.get('host', '?')} pid {who.get('pid', '?')} is gone after "
         f"{info.get('epochs_done', 0)} epoch(s); the same command resumes it",
     )
+
+
+def recorded_warnings(info: Optional[dict]) -> list[str]:
+    """What a run recorded that its numbers do not show: each tracker that failed or was off for it, with
+    its error (run.json's ``trackers``). One list for the sweep summary, ``runners.status`` and the report."""
+    trackers = (info or {}).get("trackers") or {}
+    return [
+        f"logger {name} failed: {state['error']}"
+        for name, state in sorted(trackers.items())
+        if isinstance(state, dict) and state.get("error")
+    ]

@@ -115,6 +115,13 @@ def main(argv=None) -> int:
         + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s])
         + (" (nothing here yet)" if not records else "")
     )
+    from .outcomes import recorded_warnings
+
+    warned = [(r["run_dir"], w) for r in records for w in recorded_warnings(r.get("info"))]
+    if warned:
+        print("\nwarnings the runs recorded (their numbers are unaffected):")
+        for run_dir, warning in warned:
+            print(f"  {run_dir}: {warning}")
     differences = machine_differences(records)
     if differences:
         print("\nmade on another machine (last bits only; recorded, not stale unless exact_machine=true):")

@@ -223,7 +223,7 @@ def test_the_page_says_one_seed_where_there_is_no_spread_and_hints_at_wide_table
 
 
 @pytest.mark.slow
-def test_a_tracker_that_fails_is_off_for_the_rest_of_the_sweep_and_named_once_in_the_summary(tmp_path):
+def test_a_tracker_that_fails_is_off_for_the_rest_of_the_sweep_and_named_once_in_the_summary(tmp_path, capsys):
     import json
 
     proc = run_py(
@@ -242,6 +242,15 @@ def test_a_tracker_that_fails_is_off_for_the_rest_of_the_sweep_and_named_once_in
     assert len(summary) == 1 and "in 2 run(s)" in summary[0] and "went away" in summary[0]
     records = [json.loads(p.read_text())["trackers"]["flaky"] for p in sorted((tmp_path / "r").rglob("run.json"))]
     assert "went away" in records[0]["error"] and records[1]["error"].startswith("off for this sweep")
+    from runners import status
+    from runners.report import build_report
+
+    status.main([str(tmp_path / "r")])  # the same warnings in runners.status and in the report, not only a log
+    out = capsys.readouterr().out
+    assert out.count("logger flaky failed") == 2 and "warnings the runs recorded" in out
+    summary = build_report(tmp_path / "r", tmp_path / "report")
+    assert len(summary["warnings"]) == 2
+    assert "## Warnings the runs recorded" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_the_reports_command_keeps_the_launcher_it_ran_under():

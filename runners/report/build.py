@@ -11,6 +11,7 @@ from typing import Optional
 import pandas as pd
 
 from ..atomic import write_json, write_text
+from ..outcomes import recorded_warnings
 from .aggregate import write_aggregate
 from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, collect
 from .figures import plot_convergence, plot_phase
@@ -79,6 +80,9 @@ def build_report(
         "complete_runs": int(len(runs)),
         "counted_runs": {s: int(n) for s, n in runs["status"].value_counts().items()},
         "excluded": excluded,
+        "warnings": [
+            {"run_dir": r["run_dir"], "warning": w} for r in collected.records for w in recorded_warnings(r.get("info"))
+        ],
         "protocols": {},
     }
     options = dict(candidate=candidate, baseline=baseline, target_reference=target_reference, target=target)
@@ -235,6 +239,9 @@ def _index(
                 [[r.run_dir, _epoch(r.diverged_at_epoch)] for r in diverged.itertuples()],
             )
         )
+    if summary.get("warnings"):
+        index.append("## Warnings the runs recorded (their numbers are unaffected)\n")
+        index.append(markdown_table(["run", "warning"], [[w["run_dir"], w["warning"]] for w in summary["warnings"]]))
     if excluded:
         index.append("## Without a number\n")
         index.append(

@@ -22,6 +22,7 @@ from ..atomic import torch_save
 from ..config import RunConfig
 from ..datafiles import data_digest
 from ..identity import code_version, stale_reasons
+from ..outcomes import recorded_warnings
 from ..tracking import Trackers, epoch_points
 from ..tracking.base import run_meta
 from ..tracking.points import history_points, metric_name
@@ -277,7 +278,7 @@ def _train(
         trackers.finish(run.status, {**final, "epochs_done": len(run.history)}, int(last["step"]))
         info["trackers"] = trackers.record()
     result = _finish(run, run_dir, info, time.perf_counter() - t_start)
-    result.warnings = [f"logger {name} failed: {error}" for name, error in trackers.errors().items()]
+    result.warnings = recorded_warnings(info)
     return result
 
 
