@@ -80,7 +80,7 @@ def test_tracker_settings_that_cannot_work_are_refused_at_the_boundary(tmp_path,
 # ---------------------------------------------------------------------- 3. Hydra's own errors: one line, no folder
 HYDRA_ERRORS = [
     (("logger=tensorboard", "logger=mlflow"), "logger is given twice (logger=tensorboard and logger=mlflow)"),
-    (("-m", "seed=0,1", "seed=2"), "seed is given twice"),
+    (("optimizer=adamw", "optimizer=lion"), "optimizer is given twice (optimizer=adamw and optimizer=lion)"),
     (
         ("-m", "optimizer=adamw,bogus"),
         "optimizer=bogus is not an option of optimizer (conf/optimizer/); choose one",
@@ -299,3 +299,12 @@ def test_a_failed_tracker_is_off_only_for_its_own_sweep(tmp_path, capsys):
     forget_failures()
     assert "went away" in run("a")["flaky"]  # the next sweep: tried again
     assert capsys.readouterr().err.count("warning: logger flaky failed") == 3
+
+
+def test_a_plain_value_given_twice_keeps_hydras_last_one_wins():
+    """A base command with an override composes by repeating a value (trainer.epochs=2 ... trainer.epochs=50):
+    only a config group picked twice is refused."""
+    from runners.sweep.precheck import check_command, given_twice
+
+    assert given_twice(["trainer.epochs=2", "seed=1", "trainer.epochs=3"]) is None
+    assert check_command(["trainer.epochs=2", "trainer.epochs=3"]) is None

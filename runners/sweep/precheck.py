@@ -109,13 +109,19 @@ def hydra_error_line(err: Exception) -> str:
 
 
 def given_twice(overrides: list[str]) -> Optional[str]:
-    """One line when a key is set twice in one command: Hydra keeps the last silently (``logger=tensorboard
-    logger=mlflow`` runs MLflow alone)."""
+    """One line when a config group is picked twice in one command: Hydra keeps the last silently
+    (``logger=tensorboard logger=mlflow`` runs MLflow alone, where both were meant). A plain value given
+    twice keeps Hydra's last-one-wins, which composing a base command with an override relies on."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .compose import CONF_DIR
 
     seen: dict[str, str] = {}
     for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        key = override.key_or_group
+        if not ((CONF_DIR / key).is_dir() or key.startswith("hydra/")):
+            continue
+        key += f"@{override.package}" if override.package else ""
         if key in seen:
             several = f"; for several at once write {key}=[a,b]" if key == "logger" else ""
             return (
