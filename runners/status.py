@@ -17,7 +17,6 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple, Optional
 
 from .outcomes import STATUSES
 
@@ -44,13 +43,15 @@ def current_identity():
     from .identity import code_version, stale_reasons
     from .sweep.provenance import machine
     from .train.build import pick_device
+    from .train.settings import DataConfig
 
     code, here, digests = code_version(), machine(torch.device("cpu")), {}
 
     def data_now(info: dict):
-        try:
-            data = DataFiles(**{k: info["config"]["data"].get(k) for k in DataFiles._fields})
-        except (KeyError, TypeError, AttributeError):
+        try:  # the recorded data section as the typed settings data_digest reads (frozen: a dict key)
+            recorded = info["config"]["data"]
+            data = DataConfig(**{k: recorded[k] for k in ("name", "eval_split", "root", "cache_dir", "image_size")})
+        except (KeyError, TypeError):
             return None
         if data not in digests:  # once per dataset and split setting, not once per run
             try:
@@ -69,16 +70,6 @@ def current_identity():
         return stale_reasons(info, code, device, machine=now, data=data_now(info))
 
     return reasons
-
-
-class DataFiles(NamedTuple):
-    """What ``data_digest`` reads of a recorded config's data section."""
-
-    name: str
-    eval_split: str
-    root: Optional[str]
-    cache_dir: Optional[str]
-    image_size: int
 
 
 def machine_differences(records: list[dict]) -> Counter:

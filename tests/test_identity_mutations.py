@@ -113,7 +113,11 @@ def test_a_thread_count_that_moves_numbers_is_a_recorded_machine_key(trained, tm
     assert other.status == "done"
     if _numbers(other.run_dir) != two:
         assert "torch_threads" in identity.MACHINE_KEYS
-    assert rf.read_info(other.run_dir)["environment"]["torch_threads"] != before
+    info, env_now = rf.read_info(other.run_dir), {"device_type": "cpu", "torch_threads": before}
+    assert info["environment"]["torch_threads"] != before
+    # whatever the numbers did on this CPU: recorded, and named as stale under exact_machine
+    reasons = identity.stale_reasons(info, info["code_version"], "cpu", machine=env_now, exact_machine=True)
+    assert any(r.startswith("CPU threads ") for r in reasons), reasons
 
 
 def test_aten_cpu_kernels_are_a_recorded_machine_key(tmp_path):
@@ -143,3 +147,5 @@ def test_aten_cpu_kernels_are_a_recorded_machine_key(tmp_path):
     assert runs[None][0]["cpu_capability"] == best and runs["default"][0]["cpu_capability"] == "DEFAULT"
     if runs[None][1] != runs["default"][1]:
         assert "cpu_capability" in identity.MACHINE_KEYS
+    notes = identity.machine_notes(runs["default"][0], runs[None][0])
+    assert f"ATen CPU kernels DEFAULT, now {best}" in notes  # shown by status, compared under exact_machine

@@ -278,6 +278,7 @@ def test_the_reports_command_keeps_the_launcher_it_ran_under():
 def test_a_failed_tracker_is_off_only_for_its_own_sweep(tmp_path, capsys):
     """Off for the rest of the sweep (same results folder, same process) and for no other: another study,
     or the next sweep (forget_failures at its start), tries it again."""
+    from runners.outcomes import recorded_warnings
     from runners.tracking import LoggerConfig
     from runners.tracking.base import RunMeta
     from runners.tracking.config import TrackerSpec
@@ -291,13 +292,13 @@ def test_a_failed_tracker_is_off_only_for_its_own_sweep(tmp_path, capsys):
         trackers = Trackers(config)
         trackers.start(meta, None, resumed=False)
         trackers.log([(1, {"train/loss": 1.0})])
-        return trackers.errors()
+        return {w.split(":", 1)[0]: w.split(": ", 1)[1] for w in recorded_warnings({"trackers": trackers.record()})}
 
-    assert "went away" in run("a")["flaky"]
-    assert run("a")["flaky"].startswith("off for this sweep")  # the same study: not tried again
-    assert "went away" in run("b")["flaky"]  # another study: tried
+    assert "went away" in run("a")["logger flaky failed"]
+    assert run("a")["logger flaky failed"].startswith("off for this sweep")  # the same study: not tried again
+    assert "went away" in run("b")["logger flaky failed"]  # another study: tried
     forget_failures()
-    assert "went away" in run("a")["flaky"]  # the next sweep: tried again
+    assert "went away" in run("a")["logger flaky failed"]  # the next sweep: tried again
     assert capsys.readouterr().err.count("warning: logger flaky failed") == 3
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from .baselines import evaluate_closure, refuse_complex
+from .conventions import as_step_tensor, check_finite_at_least, check_fused_device, check_lr
 from .functional import FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
 from .generators import NoiseGenerators
 
@@ -135,7 +136,7 @@ class ThermoLion(Optimizer):
         stats_every: int = 1,
         capturable: bool = False,
     ):
-        _check_lr(lr, foreach, capturable)
+        check_lr(lr, foreach, capturable)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
@@ -143,7 +144,7 @@ class ThermoLion(Optimizer):
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
         if not (math.isfinite(eps) and eps > 0.0):
             raise ValueError(f"eps must be > 0 (it keeps sqrt(v)+eps away from 0), got {eps}")
-        _check_finite_at_least("weight_decay", weight_decay, 0.0)
+        check_finite_at_least("weight_decay", weight_decay, 0.0)
         if not 0.0 < temp_decay <= 1.0:
             raise ValueError(
                 f"temp_decay must be in (0, 1], got {temp_decay}; "
@@ -156,7 +157,7 @@ class ThermoLion(Optimizer):
             ("t_min", t_min),
             ("noise_floor", noise_floor),
         ):
-            _check_finite_at_least(name, value, 0.0)
+            check_finite_at_least(name, value, 0.0)
         if foreach is False and fused:
             raise ValueError("foreach=False (the per-tensor reference) and fused=True exclude each other")
         if foreach and fused:
@@ -278,7 +279,7 @@ class ThermoLion(Optimizer):
             if p.grad is None or p.numel() == 0:
                 continue  # no gradient (or no element): no update and the temperature does not advance
             if group["fused"] is True:
-                _check_fused_device(p)
+                check_fused_device(p)
             if p.grad.is_sparse:
                 raise RuntimeError(
                     "ThermoLion does not support sparse gradients; use dense gradients "
@@ -292,7 +293,7 @@ class ThermoLion(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, dtype=state_dtype, memory_format=torch.preserve_format)
             # an int step (a state saved by an older version) or one saved on another device reads back
             device = p.device if on_device else torch.device("cpu")
-            state["step"] = _as_step_tensor(state["step"], device, group["fused"] is True)
+            state["step"] = as_step_tensor(state["step"], device, group["fused"] is True)
             state["step"].add_(1)
             params.append(p)
             grads.append(p.grad)
@@ -365,53 +366,3 @@ def _restore_float32_moments(optimizer: ThermoLion) -> None:
         if p.dtype in (torch.bfloat16, torch.float16) and p in optimizer.state:
             for key, saved in moments.items():
                 optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)
-
-
-def _step_dtype(fused: bool = False) -> torch.dtype:
-    """torch.optim's scalar dtype (``torch.optim.optimizer._get_scalar_dtype``): float32 for fused, else
-    float64 under a float64 default dtype, else float32."""
-    return torch.float64 if not fused and torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def _as_step_tensor(step, device: torch.device, fused: bool = False) -> Tensor:
-    """A step count as torch.optim keeps it: a 0-dim tensor of its scalar dtype (on the parameter's device
-    for capturable or fused, else on the CPU)."""
-    dtype = _step_dtype(fused)
-    if isinstance(step, Tensor) and step.device == device and step.dtype == dtype:
-        return step
-    return torch.as_tensor(float(step), dtype=dtype, device=device)
-
-
-def _check_fused_device(p: Tensor) -> None:
-    """torch.optim's rule and message for ``fused=True``: floating-point parameters on a device that has
-    fused kernels (the meta device has none)."""
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-    supported = _get_fused_kernels_supported_devices()
-    if p.device.type not in supported or not torch.is_floating_point(p):
-        raise RuntimeError(
-            "`fused=True` requires all the params to be floating point Tensors of supported devices: "
-            f"{supported} but {p.dtype} and {p.device.type}"
-        )
-
-
-def _check_lr(lr: Union[float, Tensor], foreach: Optional[bool], capturable: bool) -> None:
-    """torch.optim's rules and messages: a tensor lr has one element, and is refused on the foreach path
-    without capturable (its Python-number arguments would freeze it)."""
-    if isinstance(lr, Tensor):
-        if foreach and not capturable:
-            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        if lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        value = float(lr.detach().cpu()) if lr.device.type != "meta" else 0.0
-        if not (math.isfinite(value) and value >= 0.0):
-            raise ValueError(f"lr must be a finite number >= 0.0, got {value}")
-        return
-    _check_finite_at_least("lr", lr, 0.0)
-
-
-def _check_finite_at_least(name: str, value, low: float) -> None:
-    if isinstance(value, Tensor) or not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a Python number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= low):
-        raise ValueError(f"{name} must be a finite number >= {low}, got {value}")

@@ -19,17 +19,13 @@ from ..train.build import load_class
 from .base import Points, RunMeta, Tracker
 from .config import LoggerConfig
 
-__all__ = ["Trackers", "failed_this_sweep", "forget_failures"]
+__all__ = ["Trackers", "forget_failures"]
 
 # Trackers that failed in this process, by (results folder, section name): off for the rest of that sweep
 # (every later job of an in-process multirun, or of one parallel worker), so a broken server is paid for
 # once. A new sweep starts with none (``forget_failures``, called when a multirun starts); another results
 # folder is another study and tries again.
 _FAILED: dict[tuple[str, str], str] = {}
-
-
-def failed_this_sweep() -> dict[tuple[str, str], str]:
-    return dict(_FAILED)
 
 
 def forget_failures() -> None:
@@ -103,10 +99,6 @@ class Trackers:
         for name, tracker in list(self.open.items()):
             self._guard(name, lambda t=tracker: t.finish(status, final, step))
         self.open.clear()
-
-    def errors(self) -> dict[str, str]:
-        """Each tracker that failed in this run, or was off for it, with its error."""
-        return {name: state["error"] for name, state in self.states.items() if "error" in state}
 
     def record(self) -> dict[str, Any]:
         """What run.json keeps: each tracker's state (its run's id and logged_step) or its error."""
