@@ -223,7 +223,9 @@ def test_deepcopy_and_pickle_keep_the_noise_stream():
     assert all(torch.equal(d, draws[0]) for d in draws)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(foreach=False), dict(fused=True)])  # Adam refuses capturable on a CPU
+@pytest.mark.parametrize(  # Adam refuses capturable on a CPU; the fused case compiles a kernel (~12 s)
+    "kw", [dict(), dict(foreach=False), pytest.param(dict(fused=True), marks=pytest.mark.slow)]
+)
 def test_the_step_dtype_follows_the_default_dtype_as_torch_optim_does(kw):
     before = torch.get_default_dtype()
     try:
