@@ -7,24 +7,28 @@ export DATA_ROOT
 RESULTS ?= outputs
 OUT     ?= $(RESULTS)/report
 
-.PHONY: setup run lint test test-fast test-slurm test-browser test-gpu report bench bench-gpu clean
+.PHONY: setup run lint test test-fast test-compat docs test-slurm test-browser test-gpu report bench bench-gpu clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The package asks for ranges (pyproject.toml); constraints.txt pins every version, so that two machines
+# set up a month apart run the same code.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,tracking]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench,dev,docs,tracking]"
 	touch $(STAMP)
 
 # The main job on the embedded default dataset (scikit-learn's digits), fully offline.
+# RUN_ARGS adds overrides: make run RUN_ARGS="trainer.epochs=1" (the docs test runs it so).
 run: $(STAMP)
-	$(PY) run.py -m optimizer=thermolion,adamw,lion
+	$(PY) run.py -m optimizer=thermolion,adamw,lion $(RUN_ARGS)
 
 # The lint gate first (ruff check and format, configured in pyproject.toml), then the suite.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest -q -m "not slurm and not browser"
@@ -33,6 +37,17 @@ test: lint
 # subprocesses, servers, anything over ~2 s). `make test` stays the whole suite and what CI runs.
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow and not slurm and not browser and not gpu"
+
+# The optimizer alone, on the oldest torch it supports and the newest the registry serves: one venv each
+# under .compat/ with `pip install .` (torch and nothing else) and pytest, then the optimizer's tests.
+TORCH_FLOOR  ?= 2.6.0
+TORCH_NEWEST ?= 2.15.0
+test-compat:
+	bash scripts/test_compat.sh $(TORCH_FLOOR) $(TORCH_NEWEST)
+
+# The pages under docs/ with the API reference from the docstrings; --strict fails on a broken link.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
 
 # Report pages in a real browser: Debian's chromium and chromium-driver (installed if missing; root).
 test-browser: $(STAMP)

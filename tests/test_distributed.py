@@ -17,9 +17,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.torch_version import TorchVersion
 
 from thermolion import ThermoLion
+from thermolion.conventions import DTENSOR_MIN_TORCH, check_dtensor_support
 from thermolion.generators import device_seed as _device_seed
+
+DTENSOR_OK = TorchVersion(torch.__version__) >= DTENSOR_MIN_TORCH
+needs_dtensor = pytest.mark.skipif(
+    not DTENSOR_OK, reason=f"ThermoLion's DTensor path needs torch >= {DTENSOR_MIN_TORCH} (refused, tested below)"
+)
 
 WORLD, STEPS, TIMEOUT_S = 2, 6, 300
 pytestmark = [
@@ -89,6 +96,19 @@ def _zero(rank, results):
     results["zero_quiet"] = _params(model)
 
 
+def _fsdp_refused(rank, results):
+    """An older torch refuses DTensor parameters in one line, at construction (and this torch would too)."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = fully_shard(_model())
+    for version in {torch.__version__, "2.12.0"}:
+        try:
+            check_dtensor_support(torch.optim.SGD(model.parameters(), lr=0.1), version=version)
+            results.setdefault("fsdp_refused", []).append((version, None))
+        except RuntimeError as err:
+            results.setdefault("fsdp_refused", []).append((version, str(err)))
+
+
 def _fsdp(rank, results):
     from torch.distributed.fsdp import fully_shard
 
@@ -131,7 +151,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     results = {}
     try:
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-        for check in (_ddp, _zero, _fsdp):
+        for check in (_ddp, _zero, _fsdp_refused, _fsdp) if DTENSOR_OK else (_ddp, _zero, _fsdp_refused):
             check(rank, results)
     except Exception:  # noqa: BLE001 - reported to the test through the file
         results["error"] = traceback.format_exc()
@@ -177,6 +197,14 @@ def test_zero_redundancy_with_thermolion_equals_ddp(ranks):
         _same(ranks[r]["zero_quiet"], ranks[0]["ddp_quiet"])
 
 
+def test_dtensor_parameters_on_a_torch_below_the_floor_are_refused_in_one_line(ranks):
+    for r in range(WORLD):
+        said = dict(ranks[r]["fsdp_refused"])
+        assert said["2.12.0"].startswith("ThermoLion on DTensor parameters") and "torch >= 2.13" in said["2.12.0"]
+        assert (said[torch.__version__] is None) == DTENSOR_OK
+
+
+@needs_dtensor
 @pytest.mark.parametrize("path", ["foreach", "reference", "fused"])
 def test_fsdp2_with_the_noise_on_equals_the_unsharded_run_draw_for_draw(ranks, path):
     assert ranks[0][f"fsdp_{path}_seed"] == ranks[1][f"fsdp_{path}_seed"] == 100  # rank 0's, broadcast
@@ -186,6 +214,7 @@ def test_fsdp2_with_the_noise_on_equals_the_unsharded_run_draw_for_draw(ranks, p
         assert ranks[r][f"fsdp_{path}_warnings"] == []  # the fused path compiled: no fallback
 
 
+@needs_dtensor
 def test_fsdp2_runs_repeat_and_without_noise_equal_the_unsharded_run(ranks):
     for r in range(WORLD):
         _same(ranks[r]["fsdp_foreach_again"], ranks[r]["fsdp_foreach"])

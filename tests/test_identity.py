@@ -25,6 +25,7 @@ from runners.sweep.compose import compose_run
 from runners.train.datasets import get_info
 from runners.train.settings import DataConfig, TrainerConfig
 from thermolion import OPTIMIZERS, get_spec
+from thermolion.registry import FromPackage
 
 from .test_harness import ROOT, config, read_metrics
 from .test_reliability import copied_checkout
@@ -168,8 +169,8 @@ def test_every_registry_entry_declares_the_distribution_its_code_comes_from():
 
     owners = metadata.packages_distributions()
     for name, spec in OPTIMIZERS.items():
-        built = spec.factory if isinstance(spec.factory, type) else None
-        module = built.__module__ if built else spec.factory.__module__
+        factory = spec.factory
+        module = factory.module if isinstance(factory, FromPackage) else factory.__module__
         top = module.split(".")[0]
         if name == "muon":  # built lazily inside thermolion.registry from timm
             top = "timm"

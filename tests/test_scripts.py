@@ -94,15 +94,6 @@ def test_bench_gpu_breaks_a_run_down_on_the_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readmes_python_snippet_runs_as_written():
-    text = (ROOT / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    proc = subprocess.run([sys.executable, "-c", snippet], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "gate_mean" in proc.stdout and "temperature" in proc.stdout
-
-
-@pytest.mark.slow
 def test_write_configs_help_prints_usage_and_writes_nothing():
     files = sorted((ROOT / "conf").rglob("*.yaml"))
     before = {p: p.stat().st_mtime_ns for p in files}

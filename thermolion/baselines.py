@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 __all__ = ["Lion", "MuAdam", "SWATS", "Lookahead"]
 
 
-def _check_common(lr: float, betas, eps: Optional[float], weight_decay: float) -> None:
+def _check_common(lr: float, betas: Any, eps: Optional[float], weight_decay: float) -> None:
     if not (math.isfinite(lr) and lr >= 0.0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr}")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -47,7 +48,7 @@ def refuse_complex(optimizer: Optimizer) -> None:
                 )
 
 
-def evaluate_closure(closure: Optional[Callable]):
+def evaluate_closure(closure: Optional[Callable[[], Any]]) -> Any:
     """torch.optim's convention: re-evaluate the model (with gradients) when a closure is given."""
     if closure is None:
         return None
@@ -55,12 +56,17 @@ def evaluate_closure(closure: Optional[Callable]):
         return closure()
 
 
-def _params_with_grad(group, name: str) -> list[Tensor]:
+def _params_with_grad(group: dict[str, Any], name: str) -> list[Tensor]:
     params = [p for p in group["params"] if p.grad is not None]
     for p in params:
         if p.grad.is_sparse:
             raise RuntimeError(f"{name} does not support sparse gradients")
     return params
+
+
+def _grad(p: Tensor) -> Tensor:
+    assert p.grad is not None  # _params_with_grad kept only these
+    return p.grad
 
 
 class Lion(Optimizer):
@@ -76,22 +82,29 @@ class Lion(Optimizer):
     differ by ``lr^2*wd``, and the paper runs Lion with wd = 0, where they coincide.
     """
 
-    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0, maximize: bool = False):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+    ) -> None:
         _check_common(lr, betas, None, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize))
         refuse_complex(self)
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = _params_with_grad(group, "Lion")
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            grads = [p.grad for p in params]
+            grads = [_grad(p) for p in params]
             if group["maximize"]:
-                grads = torch._foreach_neg(grads)
+                grads = list(torch._foreach_neg(grads))
             exp_avgs = []
             for p in params:
                 state = self.state[p]
@@ -117,17 +130,24 @@ class MuAdam(Optimizer):
         theta = theta - lr * (b1*m + (1-b1)*g) / (sqrt(v) + eps)
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         _check_common(lr, betas, eps, weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in _params_with_grad(group, "MuAdam"):
-                g, state = p.grad, self.state[p]
+                g, state = _grad(p), self.state[p]
                 if not state:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -153,13 +173,13 @@ class SWATS(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 1e-3,
-        betas=(0.9, 0.999),
+        betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         switch_step: int = 300,
-    ):
+    ) -> None:
         _check_common(lr, betas, eps, weight_decay)
         if not (isinstance(switch_step, int) and switch_step >= 0):
             raise ValueError(f"switch_step must be an int >= 0, got {switch_step!r}")
@@ -168,13 +188,13 @@ class SWATS(Optimizer):
         )
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr = group["lr"]
             for p in _params_with_grad(group, "SWATS"):
-                g, state = p.grad, self.state[p]
+                g, state = _grad(p), self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -246,9 +266,17 @@ class Lookahead(Optimizer):
     def defaults(self) -> dict:
         return self.optimizer.defaults
 
+    @defaults.setter
+    def defaults(self, defaults: dict) -> None:
+        self.optimizer.defaults = defaults
+
     @property
-    def state(self):  # the inner optimizer's per-parameter state (what tools inspect)
+    def state(self) -> Any:  # the inner optimizer's per-parameter state (what tools inspect)
         return self.optimizer.state
+
+    @state.setter
+    def state(self, state: Any) -> None:
+        self.optimizer.state = state
 
     def add_param_group(self, param_group: dict) -> None:
         self.optimizer.add_param_group(param_group)
@@ -256,7 +284,7 @@ class Lookahead(Optimizer):
             self._slow += [p.detach().clone() for p in self.param_groups[-1]["params"]]
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = self.optimizer.step(closure)
         if self.late_snapshot and self._counter == 0:
             self._snapshot()

@@ -12,7 +12,11 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-__all__ = ["as_step_tensor", "check_fused_device", "check_lr", "check_finite_at_least"]
+__all__ = ["as_step_tensor", "check_fused_device", "check_lr", "check_finite_at_least", "check_dtensor_support"]
+
+# DTensor parameters (FSDP2's fully_shard, tensor parallelism) need DTensor sharding rules for every
+# foreach op of the update; torch 2.11 and 2.12 lack _foreach_tanh's (make test-compat found it).
+DTENSOR_MIN_TORCH = "2.13"
 
 
 def as_step_tensor(step, device: torch.device, fused: bool = False) -> Tensor:
@@ -57,3 +61,18 @@ def check_finite_at_least(name: str, value, low: float) -> None:
         raise ValueError(f"{name} must be a Python number, got {type(value).__name__}")
     if not (math.isfinite(value) and value >= low):
         raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
+
+
+def check_dtensor_support(optimizer: torch.optim.Optimizer, version: str = torch.__version__) -> None:
+    """One clear line where DTensor parameters meet a torch too old for them; nothing otherwise."""
+    from torch.torch_version import TorchVersion
+
+    from .shared import is_dtensor
+
+    if TorchVersion(version) >= DTENSOR_MIN_TORCH:
+        return
+    if any(is_dtensor(p) for group in optimizer.param_groups for p in group["params"]):
+        raise RuntimeError(
+            f"ThermoLion on DTensor parameters (FSDP2's fully_shard, tensor parallelism) needs torch >= "
+            f"{DTENSOR_MIN_TORCH}, and this is torch {version}: upgrade torch, or wrap the model in DDP instead"
+        )

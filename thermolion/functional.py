@@ -28,12 +28,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 
 from .shared import GAS_THRESHOLD, accumulate, draw_noise, plain, temperature
+
+# What torch's _foreach_* ops take and return: lists of tensors, or of numbers (Python floats, or
+# 0-dim tensors under capturable) where a per-tensor scalar is meant.
+Tensors = Union[list[Tensor], tuple[Tensor, ...]]
+Numbers = Union[list[Any], tuple[Any, ...]]
 
 __all__ = ["thermolion", "FUSED_MIN_ELEMENTS", "NOISE_SCALES"]
 
@@ -47,11 +52,11 @@ def thermolion(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
-    steps: list,
+    steps: Numbers,
     *,
     foreach: Optional[bool] = None,
     fused: Optional[bool] = None,
-    **hyper,
+    **hyper: Any,
 ) -> None:
     """Functional ThermoLion step; ``steps`` are the per-tensor step counts *after* incrementing
     (Python ints, or 0-dim device tensors for capturable).
@@ -202,12 +207,12 @@ def _multi_tensor_thermolion(
                 direction, lam, [xis[idx[j]] for j in noisy], noisy, v_hat, temps, t_min, noise_floor, noise_scale
             )
         del lam
-        if stats is not None:
+        if stats is not None and sums is not None:
             _accumulate_stats(stats, sums, direction, temps, ps, capturable)
         _apply_update(ps, ms[0].dtype, direction, lr, weight_decay)
 
 
-def _temperatures(steps: list, t0: float, temp_decay: float, capturable: bool) -> list:
+def _temperatures(steps: Numbers, t0: float, temp_decay: float, capturable: bool) -> Numbers:
     """T per tensor: Python floats, or with capturable float64 0-dim tensors on the device."""
     if not capturable:
         return [temperature(t0, temp_decay, t) for t in steps]
@@ -216,14 +221,14 @@ def _temperatures(steps: list, t0: float, temp_decay: float, capturable: bool) -
     return out
 
 
-def _signed_grads(gs: list, maximize: bool, dtype: torch.dtype) -> list:
+def _signed_grads(gs: Tensors, maximize: bool, dtype: torch.dtype) -> Tensors:
     """The gradients to descend along, in the moments' dtype."""
     if maximize:
         gs = torch._foreach_neg(gs)
     return gs if gs[0].dtype == dtype else [g.to(dtype) for g in gs]
 
 
-def _snr_and_gate(m_hat: list, v_hat: list, eps: float) -> tuple[list, list]:
+def _snr_and_gate(m_hat: Tensors, v_hat: Tensors, eps: float) -> tuple[Tensors, Tensors]:
     """rho = |m| / (sqrt(v) + eps) and lam = tanh(rho). Few temporaries, updated in place: on the CPU
     every fresh param-sized buffer costs page faults that outweigh the arithmetic."""
     d = torch._foreach_sqrt(v_hat)
@@ -233,7 +238,7 @@ def _snr_and_gate(m_hat: list, v_hat: list, eps: float) -> tuple[list, list]:
     return rho, torch._foreach_tanh(rho)
 
 
-def _alignment(sign_m: list, gs: list) -> list:
+def _alignment(sign_m: Tensors, gs: Tensors) -> Tensors:
     """a = 1 where sign(m) == sign(g) != 0, else 0: sign(g)*sign(m) clamped at 0."""
     aligned = torch._foreach_sign(gs)
     torch._foreach_mul_(aligned, sign_m)
@@ -241,7 +246,9 @@ def _alignment(sign_m: list, gs: list) -> list:
     return aligned
 
 
-def _deterministic_direction(aligned: list, sign_m: list, lam: list, rho: list, boost: float, scale: float) -> list:
+def _deterministic_direction(
+    aligned: Tensors, sign_m: Tensors, lam: Tensors, rho: Tensors, boost: float, scale: float
+) -> Tensors:
     """sign(m) * F with F = (1-lam)(1 + A*a) + c*lam*rho, since m/d == sign(m)*rho (SPEC section 2).
     Computed in place in ``aligned``'s buffers (one param-sized buffer fewer), which it returns."""
     f = aligned
@@ -253,7 +260,9 @@ def _deterministic_direction(aligned: list, sign_m: list, lam: list, rho: list, 
     return f
 
 
-def _accumulate_stats(stats: Tensor, sums: list, direction: list, temps: list, ps: list, capturable: bool) -> None:
+def _accumulate_stats(
+    stats: Tensor, sums: list[Tensor], direction: Tensors, temps: Numbers, ps: Tensors, capturable: bool
+) -> None:
     # sum |u|: one foreach reduction instead of an abs pass and a sum (serial float32: ~1e-5 relative)
     sums.append(torch.stack([plain(x) for x in torch._foreach_norm(direction, 1)]).sum(dtype=torch.float64))
     if capturable:
@@ -264,7 +273,9 @@ def _accumulate_stats(stats: Tensor, sums: list, direction: list, temps: list, p
     accumulate(stats, torch.stack([*sums, weighted]))
 
 
-def _apply_update(ps: list, dtype: torch.dtype, direction: list, lr: Union[float, Tensor], weight_decay: float) -> None:
+def _apply_update(
+    ps: Tensors, dtype: torch.dtype, direction: Tensors, lr: Union[float, Tensor], weight_decay: float
+) -> None:
     """theta <- theta*(1 - lr*wd) - lr*direction; low-precision params step in float32 and round once,
     like the reference. A tensor lr is read on the device (a scheduler's new value needs no recapture)."""
     targets = ps if ps[0].dtype == dtype else [p.to(dtype) for p in ps]
@@ -282,7 +293,7 @@ def _apply_update(ps: list, dtype: torch.dtype, direction: list, lr: Union[float
         torch._foreach_copy_(ps, targets)
 
 
-def _bias_corrections(beta: float, steps: list) -> list:
+def _bias_corrections(beta: float, steps: Numbers) -> Numbers:
     """1 - beta**t per tensor: Python floats, or 0-dim tensors for capturable steps."""
     if isinstance(steps[0], Tensor):
         out = torch._foreach_pow(beta, list(steps))
@@ -295,6 +306,7 @@ def _bias_corrections(beta: float, steps: list) -> list:
 def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noise_scale) -> None:
     """direction[j] += (1-lam) * sigma * xi for the noisy tensors j; xi is consumed."""
     temps = [temps[j] for j in noisy]
+    variances: Numbers
     if noise_scale == "unit":
         variances = temps
     else:  # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device.
@@ -302,6 +314,7 @@ def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noi
         variances = torch._foreach_norm([v_hat[j] for j in noisy], 1)
         variances = torch._foreach_mul(variances, [1.0 / max(v_hat[j].numel(), 1) for j in noisy])
         variances = torch._foreach_mul(variances, temps)
+    sigmas: Numbers
     if isinstance(variances[0], Tensor):
         sigmas = torch._foreach_add(variances, noise_floor)
         torch._foreach_sqrt_(sigmas)
@@ -314,7 +327,7 @@ def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noi
     torch._foreach_add_([direction[j] for j in noisy], xis)
 
 
-def _cheap_sums(lam: list, aligned: list) -> list:
+def _cheap_sums(lam: Tensors, aligned: Tensors) -> list[Tensor]:
     """Sums of lam, of the gas indicator and of a over a bucket as float64 scalars on the device. A
     float32 ``sum()`` is one vectorised pass with cascade summation (about 1e-7 relative): ~15x faster
     than a float64 sum, and more accurate than ``_foreach_norm``, which accumulates serially."""

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, is_dtensor, temperature
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, is_dtensor, local, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
 
@@ -159,10 +159,8 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bo
     if sharded:  # the kernel runs on each rank's shards; what needs the whole tensor is reduced outside it
         group = params[0].device_mesh.get_group()
         h.v_means = _global_v_means(grads, exp_avg_sqs, h.beta2, group) if h.noise and h.noise_scale == "grad" else None
-        params, grads, exp_avgs, exp_avg_sqs = (
-            [t.to_local() for t in ts] for ts in (params, grads, exp_avgs, exp_avg_sqs)
-        )
-        xis = [x.to_local() if x is not None else None for x in xis]
+        params, grads, exp_avgs, exp_avg_sqs = ([local(t) for t in ts] for ts in (params, grads, exp_avgs, exp_avg_sqs))
+        xis = [local(x) if x is not None else None for x in xis]
     else:
         group, h.v_means = None, None
     variants = [_variant(params, xis, idx, h.maximize, stats is not None) for idx in buckets.values()]
@@ -217,6 +215,10 @@ def _variant(params, xis, idx, maximize: bool, with_stats: bool) -> tuple:
     return (ps[0].dtype, str(ps[0].device), layout, tuple(xis[i] is None for i in idx), maximize, with_stats)
 
 
+# torch < 2.7 calls Dynamo's per-function limit cache_size_limit.
+_RECOMPILE_LIMIT_NAME = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
+
 def _rewound(generator, state) -> bool:
     if state is not None:
         generator.set_state(state)  # the foreach path redraws the same noise
@@ -231,7 +233,7 @@ def _run_bucket(kernel, idx, params, grads, exp_avgs, exp_avg_sqs, xis, steps, h
     f64 = dict(dtype=torch.float64, device=ps[0].device)
     # Every model layout and variant is a graph of this one function: a process with several
     # models (an in-process sweep, a benchmark) needs more than Dynamo's default 8.
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+    with torch._dynamo.config.patch({_RECOMPILE_LIMIT_NAME: RECOMPILE_LIMIT}):
         return kernel(
             ps,
             pick(grads),

@@ -11,7 +11,7 @@ same noise. Their states travel in the optimizer's ``state_dict``.
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -72,6 +72,7 @@ class NoiseGenerators:
         if not self.synced:
             seed = self.seed if self.seed is not None else torch.initial_seed()
             self.seed, self.synced = _seed_of_rank0(seed, self.process_group), True
+        assert self.seed is not None
         return self.seed
 
     def state_dict(self) -> dict:
@@ -79,7 +80,9 @@ class NoiseGenerators:
         by device and ``generator_seed`` (owned)."""
         if self.generator is not None:
             return {"generator_state": self.generator.get_state()}
-        out = {"generator_states": {**self.pending, **{k: g.get_state() for k, g in self.owned.items()}}}
+        out: dict[str, Any] = {
+            "generator_states": {**self.pending, **{k: g.get_state() for k, g in self.owned.items()}}
+        }
         if self.synced:
             out["generator_seed"] = self.seed
         return out

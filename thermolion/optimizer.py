@@ -8,15 +8,16 @@ foreach path) and :mod:`thermolion.fused` (a compiled one-kernel path), with one
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 from .baselines import evaluate_closure, refuse_complex
-from .conventions import as_step_tensor, check_finite_at_least, check_fused_device, check_lr
+from .conventions import as_step_tensor, check_dtensor_support, check_finite_at_least, check_fused_device, check_lr
 from .functional import FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
 from .generators import NoiseGenerators
 
@@ -111,8 +112,8 @@ class ThermoLion(Optimizer):
 
     def __init__(
         self,
-        params: Iterable,
-        lr: float = 1e-3,
+        params: ParamsT,
+        lr: Union[float, Tensor] = 1e-3,
         betas: tuple[float, float] = (0.9, 0.99),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
@@ -131,11 +132,11 @@ class ThermoLion(Optimizer):
         fused: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
-        process_group=None,
+        process_group: Optional[Any] = None,
         track_stats: bool = False,
         stats_every: int = 1,
         capturable: bool = False,
-    ):
+    ) -> None:
         check_lr(lr, foreach, capturable)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -192,6 +193,7 @@ class ThermoLion(Optimizer):
         )
         super().__init__(params, defaults)
         refuse_complex(self)
+        check_dtensor_support(self)
         self._noise = NoiseGenerators(generator, seed, process_group)
         self.track_stats = track_stats
         self.stats_every = stats_every
@@ -199,8 +201,8 @@ class ThermoLion(Optimizer):
         self._reset_stats()
         # Optimizer.load_state_dict casts state to each parameter's dtype: keep bf16/fp16 parameters'
         # moments in float32 across a save/load (a resumed run), as a fresh optimizer keeps them.
-        self.register_load_state_dict_pre_hook(_stash_moments)
-        self.register_load_state_dict_post_hook(_restore_float32_moments)
+        self.register_load_state_dict_pre_hook(_stash_moments)  # type: ignore[arg-type]  # a ThermoLion's hooks
+        self.register_load_state_dict_post_hook(_restore_float32_moments)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- state and diagnostics
     def _reset_stats(self) -> None:
@@ -302,7 +304,7 @@ class ThermoLion(Optimizer):
             steps.append(state["step"] if on_device else int(state["step"]))
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
         loss = evaluate_closure(closure)
         sample = False
@@ -311,7 +313,11 @@ class ThermoLion(Optimizer):
             self._stat_calls += 1
 
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            steps: list[Tensor] = []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, steps)
             if not params:
                 continue
@@ -353,7 +359,7 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def _stash_moments(optimizer: ThermoLion, state_dict: dict) -> None:
-    optimizer._loaded_moments = {
+    optimizer.__dict__["_loaded_moments"] = {  # read once by the post hook, which pops it
         idx: {k: s[k] for k in _MOMENTS if torch.is_tensor(s.get(k))} for idx, s in state_dict["state"].items()
     }
 

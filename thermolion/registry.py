@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
-from dadaptation import DAdaptAdam
-from prodigyopt import Prodigy
-from schedulefree import AdamWScheduleFree
 from torch import nn
 from torch.optim import Optimizer
 
@@ -50,6 +48,31 @@ class OptimizerSpec:
     packages: tuple[str, ...] = ()
 
 
+class FromPackage:
+    """A factory whose class lives in another distribution, imported when first built, not when
+    ``thermolion`` is imported: the optimizer installs with torch alone, and the rivals' packages come
+    with the ``bench`` extra (or one by one). A missing package is one line that says what to install."""
+
+    def __init__(self, module: str, name: str, distribution: str):
+        self.module, self.name, self.distribution = module, name, distribution
+
+    def load(self) -> type:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError:
+            raise ImportError(
+                f"{self.module}.{self.name} needs the {self.distribution!r} package, which is not installed: "
+                f"pip install {self.distribution} (or pip install 'thermolion[bench]' for every rival)"
+            ) from None
+        return getattr(module, self.name)
+
+    def __call__(self, params: Any, **kwargs: Any) -> Optimizer:
+        return self.load()(params, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FromPackage({self.module}.{self.name})"
+
+
 def _muon(params, fallback_lr: float = 1e-3, **kwargs):
     """timm's Muon: Newton-Schulz-orthogonalised momentum for the groups ``param_groups(..., muon=True)``
     routes to it, and its built-in AdamW for those flagged ``use_fallback``, in one torch.optim.Optimizer
@@ -60,7 +83,13 @@ def _muon(params, fallback_lr: float = 1e-3, **kwargs):
 
 @functools.cache
 def _muon_class() -> type:
-    from timm.optim import muon  # lazily: importing timm takes seconds
+    try:
+        from timm.optim import muon  # lazily: importing timm takes seconds, and it is optional
+    except ImportError:
+        raise ImportError(
+            "the muon entry is timm's Muon, and timm is not installed: pip install timm "
+            "(or pip install 'thermolion[bench]')"
+        ) from None
 
     class Muon(muon.Muon):
         """timm's Muon, whose Newton-Schulz iteration runs in float32 on the CPU, during its own step only.
@@ -178,7 +207,7 @@ _SPECS = [
     ),
     OptimizerSpec(
         "schedulefree_adamw",
-        AdamWScheduleFree,
+        FromPackage("schedulefree", "AdamWScheduleFree", "schedulefree"),
         dict(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0),
         "schedulefree.AdamWScheduleFree (Defazio et al. 2024), the package's defaults; its README recommends "
         "warmup through warmup_steps without naming a length: 2% of the run (AlgoPerf's warmup share) under "
@@ -188,7 +217,7 @@ _SPECS = [
     ),
     OptimizerSpec(
         "prodigy",
-        Prodigy,
+        FromPackage("prodigyopt", "Prodigy", "prodigyopt"),
         dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0, d_coef=1.0),
         "prodigyopt.Prodigy (Mishchenko & Defazio 2024), lr 1.0 and the package's defaults (decoupled decay, "
         "wd 0); scale its estimate with d_coef, as its README says, not with lr",
@@ -196,7 +225,7 @@ _SPECS = [
     ),
     OptimizerSpec(
         "dadapt_adam",
-        DAdaptAdam,
+        FromPackage("dadaptation", "DAdaptAdam", "dadaptation"),
         dict(lr=1.0, betas=(0.9, 0.999), weight_decay=0.0, decouple=True),
         "dadaptation.DAdaptAdam (Defazio & Mishchenko 2023), lr 1.0, decoupled decay (AdamW-style, as its "
         "README advises), wd 0; this version has no d_coef: lr scales its estimate d",
@@ -214,7 +243,7 @@ _SPECS = [
         packages=("timm",),
     ),
 ]
-_VARIANTS = [  # (name, base, overrides, description)
+_VARIANTS: list[tuple[str, str, dict[str, Any], str]] = [  # (name, base, overrides, description)
     ("thermolion_noboost", "thermolion", dict(boost=0.0), "ablation: no momentum-alignment boost"),
     ("thermolion_nonoise", "thermolion", dict(noise=False), "ablation: no thermodynamic noise"),
     ("thermolion_bc", "thermolion", dict(bias_correction=True), "ablation: Adam bias correction"),
@@ -287,7 +316,7 @@ def param_groups(model: nn.Module, weight_decay_on_norm_and_bias: bool = True, m
     return out
 
 
-def build_optimizer(name: str, params: Iterable, **overrides) -> Optimizer:
+def build_optimizer(name: str, params: Union[Iterable, nn.Module], **overrides: Any) -> Optimizer:
     """Build a registered optimizer with the paper's defaults, updated by ``overrides``.
 
     ``params`` is an iterable of tensors or param-group dicts, or an ``nn.Module`` (all its

@@ -16,17 +16,19 @@ DTensor parameters (FSDP2's ``fully_shard``, tensor parallelism) are handled her
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, TypeGuard
 
 import torch
 from torch import Tensor
 
 try:  # torch built without distributed support has no DTensor
     from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover
-    DTensor = None
 
-__all__ = ["GAS_THRESHOLD", "temperature", "draw_noise", "accumulate", "plain", "is_dtensor"]
+    HAS_DTENSOR = True
+except ImportError:  # pragma: no cover
+    HAS_DTENSOR = False
+
+__all__ = ["GAS_THRESHOLD", "temperature", "draw_noise", "accumulate", "plain", "local", "is_dtensor"]
 
 GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while lambda < 0.5
 
@@ -36,8 +38,8 @@ def temperature(t0: float, temp_decay: float, step: int) -> float:
     return t0 * temp_decay**step
 
 
-def is_dtensor(x) -> bool:
-    return DTensor is not None and isinstance(x, DTensor)
+def is_dtensor(x: object) -> TypeGuard[DTensor]:
+    return HAS_DTENSOR and isinstance(x, DTensor)
 
 
 def draw_noise(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -53,6 +55,11 @@ def draw_noise(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     return DTensor.from_local(
         mine.contiguous(), like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
     )
+
+
+def local(x: Tensor) -> Tensor:
+    """A DTensor's shard on this rank; anything else as it is."""
+    return x.to_local() if is_dtensor(x) else x
 
 
 def plain(x: Tensor) -> Tensor:
