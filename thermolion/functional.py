@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, plain, temperature
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, plain, temperature
 
 # What torch's _foreach_* ops take and return: lists of tensors, or of numbers (Python floats, or
 # 0-dim tensors under capturable) where a per-tensor scalar is meant.
@@ -119,7 +119,7 @@ def _single_tensor_thermolion(
             sigma = (
                 math.sqrt(temp + noise_floor)
                 if noise_scale == "unit"
-                else torch.sqrt(temp * v_hat.mean() + noise_floor)  # the whole tensor's mean, DTensor too
+                else torch.sqrt(temp * fixed_order_mean(v_hat) + noise_floor)  # the whole tensor's, DTensor too
             )
             direction = direction + (1 - lam) * sigma * draw_noise(v, generator)
 
@@ -309,6 +309,8 @@ def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noi
     variances: Numbers
     if noise_scale == "unit":
         variances = temps
+    elif v_hat[0].device.type == "cpu" and not is_dtensor(v_hat[0]):  # in the same order on any thread count
+        variances = torch._foreach_mul([fixed_order_mean(v_hat[j]) for j in noisy], temps)
     else:  # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device.
         # Out of place: a DTensor's norm is a Partial sum, which an in-place op may not redistribute.
         variances = torch._foreach_norm([v_hat[j] for j in noisy], 1)

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, is_dtensor, local, temperature
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
 
@@ -83,7 +83,7 @@ def _fused_bucket(
         temperature64 = t0 * temp_decay**t
         temperature = temperature64.to(m.dtype)
         if xi is not None:
-            mean_v = v_hat.mean() if v_means is None else (v_means[i] / bc2).to(m.dtype)
+            mean_v = fixed_order_mean(v_hat) if v_means is None else (v_means[i] / bc2).to(m.dtype)
             variance = temperature if unit_noise else temperature * mean_v
             sigma = torch.where(temperature > t_min, (variance + noise_floor) ** 0.5, 0.0)  # on the device
             direction = direction + (1 - lam) * sigma * xi

@@ -28,7 +28,16 @@ try:  # torch built without distributed support has no DTensor
 except ImportError:  # pragma: no cover
     HAS_DTENSOR = False
 
-__all__ = ["GAS_THRESHOLD", "temperature", "draw_noise", "accumulate", "plain", "local", "is_dtensor"]
+__all__ = [
+    "GAS_THRESHOLD",
+    "temperature",
+    "draw_noise",
+    "accumulate",
+    "plain",
+    "local",
+    "is_dtensor",
+    "fixed_order_mean",
+]
 
 GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while lambda < 0.5
 
@@ -55,6 +64,25 @@ def draw_noise(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     return DTensor.from_local(
         mine.contiguous(), like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
     )
+
+
+MEAN_CHUNK = 1 << 14  # elements per partial sum of fixed_order_mean: under ATen's parallel grain (32768)
+
+
+def fixed_order_mean(v: Tensor) -> Tensor:
+    """mean(v), the same on any number of CPU threads: float64 sums of fixed chunks of MEAN_CHUNK elements,
+    then their serial running sum. ``v.mean()`` splits one reduction across the threads, so its last bits
+    follow ``torch.get_num_threads()``; a row sum is computed by one thread, and rows go to threads whole.
+    One pass over v, like the mean. DTensors (a reduction over ranks) and other devices use ``mean()``."""
+    if is_dtensor(v) or v.device.type != "cpu":
+        return v.mean()
+    flat = v.reshape(-1)
+    n = flat.numel()
+    whole = n - n % MEAN_CHUNK
+    total = flat[whole:].sum(dtype=torch.float64)  # under one chunk: serial
+    if whole:
+        total = total + flat[:whole].view(-1, MEAN_CHUNK).sum(1).to(torch.float64).cumsum(0)[-1]
+    return (total / max(n, 1)).to(v.dtype)
 
 
 def local(x: Tensor) -> Tensor:
