@@ -272,3 +272,27 @@ def test_the_hardware_column_tells_cpu_models_kernels_and_gpus_apart():
     assert hardware_of({"device": "cpu", "device_type": "cpu", "torch_threads": 2}) == "cpu (2 threads)"  # older runs
     note = hardware_note(pd.Series([hardware_of(epyc), hardware_of(xeon), hardware_of(xeon)]))
     assert "mixes hardware" in note and "`Intel Xeon (AVX2, 2 threads)` (2 runs)" in note
+
+
+@pytest.mark.slow
+def test_a_section_whose_runs_are_gone_leaves_no_file_on_the_remade_page(results, tmp_path):
+    import shutil
+
+    for run_json in (results / "paper").rglob("run.json"):  # the same runs again, as a second section
+        target = results / "rigorous" / run_json.parent.relative_to(results / "paper")
+        shutil.copytree(run_json.parent, target)
+        info = json.loads((target / "run.json").read_text())
+        info["config"]["protocol"] = "rigorous"
+        write_json(target / "run.json", info)
+    out = tmp_path / "report"
+    R.build_report(results, out)
+    assert (out / "rigorous" / "table_final.md").is_file() and "rigorous/table_final.md" in (
+        out / "index.html"
+    ).read_text()
+    (out / "rigorous" / "notes.txt").write_text("mine")  # a file the report never writes stays
+    shutil.rmtree(results / "rigorous")
+    R.build_report(results, out)
+    page = (out / "index.html").read_text()
+    assert "rigorous/" not in page.replace("rigorous/notes.txt", "")
+    assert sorted(p.name for p in (out / "rigorous").iterdir()) == ["notes.txt"]
+    assert (out / "paper" / "table_final.md").is_file()

@@ -72,6 +72,7 @@ def build_report(
     runs, excluded = collected.runs, collected.excluded
     candidate = candidate or "thermolion"
     out.mkdir(parents=True, exist_ok=True)
+    _remove_old_sections(out, set(runs["protocol"].unique()))
     summary = {
         "results_dir": shown_path(results_dir),
         "command": shown_command(command),
@@ -120,6 +121,18 @@ def _collect_checked(results_dir: Path, *names: Optional[str]) -> Collected:
         if name is not None and name not in present:
             raise ReportError(f"{flag} {name!r} has no complete runs here; the optimizers present are {present}")
     return collected
+
+
+def _remove_old_sections(out: Path, sections: set) -> None:
+    """An earlier report's section whose runs are gone must not outlive it (the page links every file of
+    ``out``): its report files are removed, and its folder if nothing else is left in it. Files this
+    report never writes are kept, and so is any folder without a report file."""
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in sections):
+        written = [folder / name for name in SECTION_FILES if (folder / name).is_file()]
+        for path in written:
+            path.unlink()
+        if written and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _section(
