@@ -296,3 +296,23 @@ def test_a_section_whose_runs_are_gone_leaves_no_file_on_the_remade_page(results
     assert "rigorous/" not in page.replace("rigorous/notes.txt", "")
     assert sorted(p.name for p in (out / "rigorous").iterdir()) == ["notes.txt"]
     assert (out / "paper" / "table_final.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_paper_comparison_reads_one_section_and_counts_each_seed_once(tmp_path):
+    root = tmp_path / "results"
+    for seed, (t, a) in enumerate([(99.0, 98.0), (98.5, 98.2), (99.2, 97.9)]):
+        for optimizer, acc in (("thermolion", t), ("adam", a)):
+            plain = fake_run(root, "mnist", optimizer, seed, acc)
+            info = json.loads((plain / "run.json").read_text())
+            info["labels"] = {"optimizer": optimizer, "settings": "eval_every_steps=5"}  # another section
+            other = root / "paper" / "mnist" / f"{optimizer}+eval_every_steps=5" / f"seed{seed}"
+            other.mkdir(parents=True)
+            for f in ("metrics.csv", "DONE"):
+                (other / f).write_bytes((plain / f).read_bytes())
+            write_json(other / "run.json", info)
+    summary = R.build_report(root, tmp_path / "report")
+    rows = {(r["dataset"], r["optimizer"]): r for r in summary["paper_comparison"]}
+    assert rows[("mnist", "thermolion")]["n"] == 3  # the sanity check: seeds 0-2 once, not 6
+    text = (tmp_path / "report" / "paper_comparison.md").read_text()
+    assert "section `paper` (the other paper-protocol sections, not pooled: `paper+eval_every_steps=5`)" in text
