@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -246,3 +247,29 @@ def test_bench_report_script_generates_runs_and_times_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "30 runs" in proc.stdout and "report:" in proc.stdout
     assert (tmp_path / "b" / "report" / "runs.parquet").exists()
+
+
+def test_one_run_per_dataset_and_two_datasets_give_no_interval_and_no_rank_test(tmp_path):
+    runs = _runs(
+        {
+            (d, o): [70 + 5 * i + j]
+            for i, d in enumerate(["d1", "d2"])
+            for j, o in enumerate(["thermolion", "adamw", "lion"])
+        }
+    )
+    result = A.write_aggregate(runs, tmp_path, "s", "thermolion")
+    text = (tmp_path / "aggregate.md").read_text()
+    table = text.split("## Ranks")[0]
+    assert table.count("(no CI: 1 run on a dataset)") == 3 * 3 + 2  # mean, median, IQM of each; P of two
+    assert not re.search(r"\[\d\.\d+, \d\.\d+\]", table)  # no interval printed
+    assert result["friedman"] is None and "need ≥ 3 datasets" in text
+    two = _runs(
+        {
+            (d, o): [70 + 5 * i + j, 72 + 5 * i + j]
+            for i, d in enumerate(["d1", "d2", "d3"])
+            for j, o in enumerate(["thermolion", "adamw", "lion"])
+        }
+    )
+    (tmp_path / "two").mkdir()
+    result = A.write_aggregate(two, tmp_path / "two", "s", "thermolion")
+    assert "no CI" not in (tmp_path / "two" / "aggregate.md").read_text() and result["friedman"] is not None

@@ -49,6 +49,14 @@ MIN_DATASETS = 3
 TAUS = np.linspace(0, 10, 101)
 
 
+# Small samples say so (the rule, in one place): an interval needs at least MIN_CI_RUNS runs in every
+# dataset block it resamples (with one, the bootstrap returns the point itself: [x, x]); a rank test needs
+# at least MIN_RANK_DATASETS datasets. Below either, the value is shown with its reason, not an interval
+# or a p-value.
+MIN_CI_RUNS = 2
+MIN_RANK_DATASETS = 3
+
+
 def scores(runs: pd.DataFrame) -> pd.Series:
     """Each run's normalised score (see the module docstring)."""
     chance = 100.0 / runs["num_classes"]
@@ -142,6 +150,7 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
         r = runs[runs["optimizer"] == opt]
         lost = int((r["status"] == "diverged").sum()) if "status" in r else 0
         row = {"optimizer": opt, "runs": len(r), "diverged": lost, "datasets": r["dataset"].nunique()}
+        row["fewest_per_dataset"] = int(r.groupby("dataset").size().min())
         for name, fn in (("mean", np.mean), ("median", np.median), ("iqm", iqm)):
             row[name] = float(fn(r["score"].to_numpy()))
             row[f"{name}_low"], row[f"{name}_high"] = stratified_bootstrap_ci(r["score"], r["dataset"], fn, seed=k)
@@ -151,7 +160,7 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     table = pd.DataFrame(rows)
     means = _mean_table(runs)
     ranks, rank_note, fried = pd.Series(dtype=float), "", None
-    if means.shape[1] >= 3 and means.shape[0] >= 2:
+    if means.shape[1] >= 3 and means.shape[0] >= MIN_RANK_DATASETS:
         ranks = average_ranks(means)
         table["avg_rank"] = table["optimizer"].map(ranks)
         fried = friedman(means)
@@ -162,7 +171,9 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     write_text(out / "aggregate.csv", table.to_csv(index=False))
     _plot(table, profile_within(means) if not means.empty else None, out, section)
 
-    def ci(r, name):
+    def ci(r, name):  # an interval from one run of a dataset is no interval: the value, marked
+        if r["fewest_per_dataset"] < MIN_CI_RUNS:
+            return f"{r[name]:.3f} (no CI: {int(r['fewest_per_dataset'])} run on a dataset)"
         return f"{r[name]:.3f} [{r[name + '_low']:.3f}, {r[name + '_high']:.3f}]"
 
     header = ["optimizer", "runs (diverged)", "datasets", "mean [95% CI]", "median [95% CI]", "IQM [95% CI]"]
@@ -177,10 +188,17 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
         if "avg_rank" in table:
             cells.append(_num(r.get("avg_rank", np.nan)))
         if "p_candidate_better" in table:
+            fewest = min(
+                r["fewest_per_dataset"], int(table.loc[table["optimizer"] == candidate, "fewest_per_dataset"].min())
+            )
             cells.append(
                 "–"
                 if pd.isna(r.get("p_candidate_better"))
-                else f"{r['p_candidate_better']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]"
+                else (
+                    f"{r['p_candidate_better']:.2f} (no CI: {fewest} run on a dataset)"
+                    if fewest < MIN_CI_RUNS
+                    else f"{r['p_candidate_better']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]"
+                )
             )
         lines.append(cells)
     text = [
@@ -199,7 +217,7 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     if fried is None:
         text.append(
             f"Not enough for rank statistics: {means.shape[0]} complete dataset(s) × {means.shape[1]} "
-            f"optimizer(s) (need ≥ 2 datasets and ≥ 3 optimizers run on all of them).{rank_note}\n"
+            f"optimizer(s) (need ≥ {MIN_RANK_DATASETS} datasets and ≥ 3 optimizers run on all of them).{rank_note}\n"
         )
     else:
         text.append(
