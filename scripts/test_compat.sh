@@ -21,6 +21,7 @@ for version in "$@"; do
     "$venv/bin/python" -m pip install --quiet pytest numpy  # the test runner, and numpy for torch's tensor_numpy
     touch "$venv/.installed"
   fi
+  "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall .  # this checkout's code, every time
   # From outside the checkout: the installed wheel, not the source tree.
   (cd / && "$OLDPWD/$venv/bin/python" - <<'PY'
 import importlib.util
