@@ -39,6 +39,9 @@ from ..train.settings import DataConfig, TrainerConfig
 __all__ = ["mixed_spaces", "select_configs", "rerun_seeds", "main"]
 
 RULE = (
+    "among the configurations that finished every tuning seed of their group (a failed or interrupted run "
+    "leaves its configuration out, so that no mean over fewer seeds beats one over more; where none finished "
+    "every seed, those with the most seeds, and the choice says so), the "
     "highest mean validation accuracy over the tuning seeds; ties (to 1e-9) go to the configuration whose lr "
     "is closest to the optimizer's default on a log scale, then to the smaller lr, then to the lower trial index"
 )
@@ -87,11 +90,16 @@ def select_configs(runs: pd.DataFrame) -> dict:
                 count=("final_eval_acc", "count"),
                 lr=("lr", "first"),
                 trial=("trial", "min"),
+                seeds=("seed", lambda s: frozenset(s)),
             )
             .reset_index()
         )
-        best = per["mean"].max()
-        ties = per[per["mean"] >= best - 1e-9].copy()
+        every = frozenset(g["seed"])
+        per["complete"] = per["seeds"] == every
+        eligible = per[per["complete"]] if per["complete"].any() else per[per["count"] == per["count"].max()]
+        note = "" if per["complete"].any() else f"no configuration finished every seed ({sorted(every)})"
+        best = eligible["mean"].max()
+        ties = eligible[eligible["mean"] >= best - 1e-9].copy()
         ties["distance"] = (ties["lr"].apply(math.log10) - math.log10(default)).abs()
         pick = ties.sort_values(["distance", "lr", "trial"]).iloc[0]
         config = {k: v for k, v in json.loads(pick["optimizer_config"]).items() if k != "_target_"}
@@ -102,6 +110,8 @@ def select_configs(runs: pd.DataFrame) -> dict:
             "val_acc_mean": float(pick["mean"]),
             "section": section,
             "tied": int(len(ties)),
+            "left_out": int((~per["complete"]).sum()),  # configurations missing a seed
+            **({"note": note} if note else {}),
         }
         budget.setdefault(dataset, {})[opt] = {"configs": int(len(per)), "runs": int(len(g))}
         for r in per.itertuples():
@@ -116,6 +126,7 @@ def select_configs(runs: pd.DataFrame) -> dict:
                     "val_acc_mean": r.mean,
                     "val_acc_std": r.std,
                     "seeds": r.count,
+                    "every_seed": bool(r.complete),
                     "chosen": r.optimizer_config == pick["optimizer_config"],
                 }
             )
