@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .outcomes import STATUSES
+from .outcomes import STATUSES, recorded_warnings
 
 __all__ = ["planned_runs", "current_identity", "main"]
 
@@ -106,8 +106,6 @@ def main(argv=None) -> int:
         + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s])
         + (" (nothing here yet)" if not records else "")
     )
-    from .outcomes import recorded_warnings
-
     warned = [(r["run_dir"], w) for r in records for w in recorded_warnings(r.get("info"))]
     if warned:
         print("\nwarnings the runs recorded (their numbers are unaffected):")

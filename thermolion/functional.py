@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, plain, temperature
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, means, plain, temperature
 
 # What torch's _foreach_* ops take and return: lists of tensors, or of numbers (Python floats, or
 # 0-dim tensors under capturable) where a per-tensor scalar is meant.
@@ -309,13 +309,8 @@ def _add_noise(direction, lam, xis, noisy, v_hat, temps, t_min, noise_floor, noi
     variances: Numbers
     if noise_scale == "unit":
         variances = temps
-    elif v_hat[0].device.type == "cpu" and not is_dtensor(v_hat[0]):  # in the same order on any thread count
-        variances = torch._foreach_mul([fixed_order_mean(v_hat[j]) for j in noisy], temps)
-    else:  # mean(v) = ||v||_1 / n because v >= 0; one foreach reduction, results stay on device.
-        # Out of place: a DTensor's norm is a Partial sum, which an in-place op may not redistribute.
-        variances = torch._foreach_norm([v_hat[j] for j in noisy], 1)
-        variances = torch._foreach_mul(variances, [1.0 / max(v_hat[j].numel(), 1) for j in noisy])
-        variances = torch._foreach_mul(variances, temps)
+    else:
+        variances = torch._foreach_mul(means([v_hat[j] for j in noisy]), temps)
     sigmas: Numbers
     if isinstance(variances[0], Tensor):
         sigmas = torch._foreach_add(variances, noise_floor)

@@ -37,6 +37,7 @@ __all__ = [
     "local",
     "is_dtensor",
     "fixed_order_mean",
+    "means",
 ]
 
 GAS_THRESHOLD = 0.5  # an element is in the "gas" (sign-dominated) phase while lambda < 0.5
@@ -83,6 +84,15 @@ def fixed_order_mean(v: Tensor) -> Tensor:
     if whole:
         total = total + flat[:whole].view(-1, MEAN_CHUNK).sum(1).to(torch.float64).cumsum(0)[-1]
     return (total / max(n, 1)).to(v.dtype)
+
+
+def means(vs: list[Tensor]) -> list[Tensor]:
+    """mean(v) of each tensor: in a fixed order on CPU tensors (``fixed_order_mean``); elsewhere one foreach
+    reduction, ||v||_1 / n since v >= 0, whose results stay on the device (out of place: a DTensor's norm is a
+    Partial sum, which an in-place op may not redistribute)."""
+    if vs[0].device.type == "cpu" and not is_dtensor(vs[0]):
+        return [fixed_order_mean(v) for v in vs]
+    return list(torch._foreach_mul(torch._foreach_norm(vs, 1), [1.0 / max(v.numel(), 1) for v in vs]))
 
 
 def local(x: Tensor) -> Tensor:

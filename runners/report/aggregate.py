@@ -182,15 +182,15 @@ def write_aggregate(runs: pd.DataFrame, out: Path, section: str, candidate: str)
     if "p_candidate_better" in table:
         header.append(f"P({candidate} > X) [95% CI]")
     lines = []
+    ours = table.loc[table["optimizer"] == candidate, "fewest_per_dataset"]  # absent: no P column is drawn
+    candidate_fewest = int(ours.min()) if len(ours) else 0
     for _, r in table.iterrows():
         runs_cell = f"{int(r['runs'])} ({int(r['diverged'])})"
         cells = [r["optimizer"], runs_cell, int(r["datasets"]), ci(r, "mean"), ci(r, "median"), ci(r, "iqm")]
         if "avg_rank" in table:
             cells.append(_num(r.get("avg_rank", np.nan)))
         if "p_candidate_better" in table:
-            fewest = min(
-                r["fewest_per_dataset"], int(table.loc[table["optimizer"] == candidate, "fewest_per_dataset"].min())
-            )
+            fewest = min(r["fewest_per_dataset"], candidate_fewest)
             cells.append(
                 "–"
                 if pd.isna(r.get("p_candidate_better"))
