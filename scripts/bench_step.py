@@ -7,8 +7,9 @@ interleaved round-robin, in a rotating order, so that machine noise and allocato
 evenly, and each figure is a median.
 Ratios are to AdamW with foreach, to Adam and to AdamW at torch.optim's defaults (on the CPU, the
 per-tensor loop). ThermoLion is measured on the foreach path and the compiled bucket path: as the
-harness runs it (noise on, diagnostics tracked), with the diagnostics sampled every 10 steps, noise
-on without diagnostics (steps 1..458 with the defaults) and noise off (afterwards; the same code as
+harness runs it (noise on, diagnostics tracked), with the diagnostics sampled every 10 steps, noise on without
+diagnostics (steps 1..458 with the defaults), the same drawn from torch's generator (``noise_rng="torch"``,
+the author's stream) instead of the counter-based default, and noise off (afterwards; the same code as
 ``noise=False``); plus capturable, and ``auto`` (foreach below FUSED_MIN_ELEMENTS, compiled above).
 The self-tuning rivals (nadamw, schedulefree_adamw, prodigy, dadapt_adam, muon) are built from the
 registry at their defaults, Muon with its param-group policy (``param_groups(..., muon=True)``); on
@@ -93,6 +94,7 @@ def make_optimizers(params, compiled: bool = True):
         opts[f"thermolion_{path}_harness"] = ThermoLion(params, track_stats=True, **kw)
         opts[f"thermolion_{path}_stats_every10"] = ThermoLion(params, track_stats=True, stats_every=10, **kw)
         opts[f"thermolion_{path}_noise_on"] = ThermoLion(params, **kw)
+        opts[f"thermolion_{path}_torch_noise"] = ThermoLion(params, noise_rng="torch", **kw)  # author's stream
         opts[f"thermolion_{path}_noise_off"] = ThermoLion(params, noise=False, **kw)
     if compiled:
         opts["thermolion_compiled_capturable_harness"] = ThermoLion(

@@ -234,7 +234,7 @@ def _kwargs(name, lr):
         return {}
     kw = {"lr": lr}
     if name.startswith("thermolion"):
-        kw["generator"] = torch.Generator().manual_seed(0)
+        kw["seed"] = 0
     if name == "muon":  # a list of 1-D tensors: all of it goes to Muon's AdamW fallback
         kw["fallback_lr"] = lr
     return kw
@@ -249,7 +249,10 @@ def _build(name, params, lr):
 
 @pytest.mark.parametrize("name", CONVERGES)
 def test_rosenbrock_from_1_5_1_5_gets_at_least_1_4x_closer_to_the_optimum(name):
-    lr = ROSENBROCK_LR.get(name, 3e-3 if name.startswith("thermolion") else 1e-2)
+    # ThermoLion at its default lr 1e-3: at 3e-3 its gradient-scaled noise (sigma ~ 34 at the first step
+    # here) throws x off the valley and it diverges in about half of the seeds (10/20 on torch's stream,
+    # 9/20 on the counter-based one); at 1e-3 none of 20 seeds does, on either stream
+    lr = ROSENBROCK_LR.get(name, 1e-3 if name.startswith("thermolion") else 1e-2)
     x = torch.nn.Parameter(torch.tensor([1.5, 1.5], dtype=torch.float64))
     opt = _build(name, [x], lr)
     start = (x.detach() - 1).norm().item()
@@ -279,7 +282,7 @@ def test_noisy_quadratic_shrinks_the_distance_tenfold(name):
 def test_on_rosenbrock_at_lr_1e_2_the_authors_noise_diverges_and_unit_noise_converges(seed):
     def run(name):
         x = torch.nn.Parameter(torch.tensor([1.5, 1.5], dtype=torch.float64))
-        opt = build_optimizer(name, [x], lr=1e-2, generator=torch.Generator().manual_seed(seed))
+        opt = build_optimizer(name, [x], lr=1e-2, seed=seed)
         for _ in range(3000):
             opt.zero_grad()
             ((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2).backward()

@@ -21,6 +21,7 @@ from torch.torch_version import TorchVersion
 
 from thermolion import ThermoLion
 from thermolion.conventions import DTENSOR_MIN_TORCH, check_dtensor_support
+from thermolion.functional import NOISE_RNGS
 from thermolion.generators import device_seed as _device_seed
 
 DTENSOR_OK = TorchVersion(torch.__version__) >= DTENSOR_MIN_TORCH
@@ -112,6 +113,8 @@ def _fsdp_refused(rank, results):
 def _fsdp(rank, results):
     from torch.distributed.fsdp import fully_shard
 
+    from thermolion import philox
+
     def sharded(**kw):
         model = _model()
         for layer in model:
@@ -123,26 +126,36 @@ def _fsdp(rank, results):
         _train(model, opt, _batches(rank))
         return model, opt
 
-    for name, kw in (("foreach", {}), ("reference", {"foreach": False}), ("fused", {"fused": True})):
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            model, opt = sharded(**kw)
-        results[f"fsdp_{name}_warnings"] = [str(w.message) for w in seen if "ThermoLion" in str(w.message)]
-        results[f"fsdp_{name}"] = _params(model)
-        # mean(v) of a shard's state is a DTensor reduction over the whole parameter
-        results[f"fsdp_{name}_mean_v"] = [opt.state[p]["exp_avg_sq"].mean().full_tensor() for p in model.parameters()]
-        results[f"fsdp_{name}_seed"] = opt._noise.seed
+    for rng in NOISE_RNGS:
+        for name, kw in (("foreach", {}), ("reference", {"foreach": False}), ("fused", {"fused": True})):
+            key = f"fsdp_{rng}_{name}"
+            generated = philox.GENERATED[0]
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                model, opt = sharded(noise_rng=rng, **kw)
+            results[f"{key}_warnings"] = [str(w.message) for w in seen if "ThermoLion" in str(w.message)]
+            results[key] = _params(model)
+            # elements of counter-based noise this rank computed, against its shards' elements over the steps
+            results[f"{key}_generated"] = philox.GENERATED[0] - generated
+            results[f"{key}_local"] = STEPS * sum(p.to_local().numel() for p in model.parameters())
+            # mean(v) of a shard's state is a DTensor reduction over the whole parameter
+            results[f"{key}_mean_v"] = [opt.state[p]["exp_avg_sq"].mean().full_tensor() for p in model.parameters()]
+            results[f"{key}_seed"] = opt._noise.seed
     results["fsdp_foreach_again"] = _params(sharded()[0])
     results["fsdp_quiet"] = _params(sharded(noise=False)[0])
-    if rank == 0:  # unsharded, one process, with the generator the sharded runs took from rank 0's seed
-        for noise in (True, False):
+    solo = dist.new_group([0])  # every rank makes the group; only rank 0 steps in it (its seed, no broadcast)
+    if rank == 0:  # unsharded, one process, with the noise the sharded runs took from rank 0's seed
+        for noise, rng in ((True, "torch"), (True, "philox"), (False, "philox")):
             alone = _model()
-            gen = torch.Generator().manual_seed(_device_seed(100, "cpu"))
-            opt = ThermoLion(alone.parameters(), noise=noise, generator=gen)
+            if rng == "torch":
+                opt = ThermoLion(alone.parameters(), generator=torch.Generator().manual_seed(_device_seed(100, "cpu")))
+            else:
+                opt = ThermoLion(alone.parameters(), noise=noise, seed=100, process_group=solo)
             _train(alone, opt, _batches())
-            results["single_noise" if noise else "single_quiet_fsdp"] = _params(alone)
+            results[f"single_{rng}" if noise else "single_quiet_fsdp"] = _params(alone)
+            results["single_elements"] = STEPS * sum(p.numel() for p in alone.parameters())
             if noise:
-                results["single_mean_v"] = [opt.state[p]["exp_avg_sq"].mean() for p in alone.parameters()]
+                results[f"single_{rng}_mean_v"] = [opt.state[p]["exp_avg_sq"].mean() for p in alone.parameters()]
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -205,19 +218,30 @@ def test_dtensor_parameters_on_a_torch_below_the_floor_are_refused_in_one_line(r
 
 
 @needs_dtensor
+@pytest.mark.parametrize("rng", NOISE_RNGS)
 @pytest.mark.parametrize("path", ["foreach", "reference", "fused"])
-def test_fsdp2_with_the_noise_on_equals_the_unsharded_run_draw_for_draw(ranks, path):
-    assert ranks[0][f"fsdp_{path}_seed"] == ranks[1][f"fsdp_{path}_seed"] == 100  # rank 0's, broadcast
+def test_fsdp2_with_the_noise_on_equals_the_unsharded_run_draw_for_draw(ranks, path, rng):
+    key = f"fsdp_{rng}_{path}"
+    assert ranks[0][f"{key}_seed"] == ranks[1][f"{key}_seed"] == 100  # rank 0's, broadcast
     for r in range(WORLD):
-        _same(ranks[r][f"fsdp_{path}"], ranks[0]["single_noise"], rtol=1e-5, atol=1e-6)
-        _same(ranks[r][f"fsdp_{path}_mean_v"], ranks[0]["single_mean_v"], rtol=1e-5, atol=1e-9)
-        assert ranks[r][f"fsdp_{path}_warnings"] == []  # the fused path compiled: no fallback
+        _same(ranks[r][key], ranks[0][f"single_{rng}"], rtol=1e-5, atol=1e-6)
+        _same(ranks[r][f"{key}_mean_v"], ranks[0][f"single_{rng}_mean_v"], rtol=1e-5, atol=1e-9)
+        assert ranks[r][f"{key}_warnings"] == []  # the fused path compiled: no fallback
+
+
+@needs_dtensor
+@pytest.mark.parametrize("path", ["foreach", "reference", "fused"])
+def test_fsdp2_ranks_compute_only_their_shards_counter_based_noise(ranks, path):
+    key = f"fsdp_philox_{path}"
+    for r in range(WORLD):  # the noise is on for every step of this short run
+        assert ranks[r][f"{key}_generated"] == ranks[r][f"{key}_local"] < ranks[0]["single_elements"]
+    assert sum(ranks[r][f"{key}_generated"] for r in range(WORLD)) == ranks[0]["single_elements"]
 
 
 @needs_dtensor
 def test_fsdp2_runs_repeat_and_without_noise_equal_the_unsharded_run(ranks):
     for r in range(WORLD):
-        _same(ranks[r]["fsdp_foreach_again"], ranks[r]["fsdp_foreach"])
+        _same(ranks[r]["fsdp_foreach_again"], ranks[r]["fsdp_philox_foreach"])
         _same(ranks[r]["fsdp_quiet"], ranks[0]["single_quiet_fsdp"], rtol=1e-5, atol=1e-6)
 
 

@@ -29,7 +29,7 @@ from .test_report import fake_run
 # ------------------------------------------------------------------ device paths, checked on the CPU
 def test_checkpoint_rng_and_generator_states_load_as_cpu_tensors_whatever_the_device(tmp_path):
     cfg = config(tmp_path, "thermolion")
-    opt = ThermoLion([torch.nn.Parameter(torch.zeros(3))])
+    opt = ThermoLion([torch.nn.Parameter(torch.zeros(3))], noise_rng="torch")  # the stream with generator states
     opt.param_groups[0]["params"][0].grad = torch.ones(3)
     opt.step()  # the owned generator is made at the first step
     identity = {
@@ -46,7 +46,7 @@ def test_checkpoint_rng_and_generator_states_load_as_cpu_tensors_whatever_the_de
     ckpt = T._load_checkpoint(path, cfg, identity)
     assert ckpt["rng_cpu"].device.type == "cpu" and ckpt["optimizer"]["generator_states"]["cpu"].device.type == "cpu"
     torch.set_rng_state(ckpt["rng_cpu"])
-    ThermoLion([torch.nn.Parameter(torch.zeros(3))]).load_state_dict(ckpt["optimizer"])
+    ThermoLion([torch.nn.Parameter(torch.zeros(3))], noise_rng="torch").load_state_dict(ckpt["optimizer"])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

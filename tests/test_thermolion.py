@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from thermolion import ThermoLion
+from thermolion.functional import NOISE_RNGS
+
+from .noise_streams import noise_kwargs
 
 LR = 1e-3
 F_FIRST_STEP = 1.5 + 0.5 * math.tanh(1.0)  # (1-tanh 1)(1+0.5) + 2*1*tanh 1 = 1.88079707797788
@@ -140,7 +143,7 @@ def test_rho_never_exceeds_its_bound_and_an_adversarial_sequence_approaches_it()
 SHAPES = [(7,), (3, 5), (2, 3, 5, 1), (1,), (11, 13)]
 
 
-def _twin_runs(steps, seed, **kw):
+def _twin_runs(steps, seed, rng="torch", **kw):
     gen_data = torch.Generator().manual_seed(seed)
     inits = [torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES] for _ in range(steps)]
@@ -150,7 +153,7 @@ def _twin_runs(steps, seed, **kw):
     for foreach in (False, True):
         params = [torch.nn.Parameter(x.clone()) for x in inits]
         groups = [{"params": params[:3]}, {"params": params[3:], "lr": 3e-3, "weight_decay": 0.0}]
-        opt = ThermoLion(groups, foreach=foreach, generator=torch.Generator().manual_seed(123), **kw)
+        opt = ThermoLion(groups, foreach=foreach, **noise_kwargs(rng, 123), **kw)
         for step, gs in enumerate(grads):
             for i, (p, g) in enumerate(zip(params, gs)):
                 p.grad = None if (i == 1 and step % 4 == 0) else g.clone()  # p1 skips some steps
@@ -168,8 +171,9 @@ def _twin_runs(steps, seed, **kw):
         dict(noise_scale="unit", bias_correction=True),
     ],
 )
-def test_foreach_path_matches_per_tensor_reference_in_float64(kw):
-    (p_ref, o_ref), (p_fe, o_fe) = _twin_runs(steps=60, seed=7, **kw)
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_foreach_path_matches_per_tensor_reference_in_float64(kw, rng):
+    (p_ref, o_ref), (p_fe, o_fe) = _twin_runs(steps=60, seed=7, rng=rng, **kw)
     for a, b in zip(p_ref, p_fe):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
         sa, sb = o_ref.state[a], o_fe.state[b]
@@ -179,11 +183,12 @@ def test_foreach_path_matches_per_tensor_reference_in_float64(kw):
 
 
 # ------------------------------------------------------------------ noise
-def test_noise_has_the_stated_per_element_scale():
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_noise_has_the_stated_per_element_scale(rng):
     n = 200_000
     gen = torch.Generator().manual_seed(3)
     p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
-    opt = ThermoLion([p], lr=LR, weight_decay=0.0, generator=torch.Generator().manual_seed(9))
+    opt = ThermoLion([p], lr=LR, weight_decay=0.0, **noise_kwargs(rng, 9))
     for _ in range(2):
         p.grad = torch.randn(n, generator=gen, dtype=torch.float64)
         opt.step()
@@ -263,17 +268,21 @@ def test_state_dict_round_trip_and_deepcopy_continue_bit_identically(foreach):
         assert torch.equal(a, b)
 
 
-def test_owned_generator_makes_state_dict_round_trips_continue_identically_with_noise_on():
+@pytest.mark.parametrize("noise_rng", NOISE_RNGS)
+def test_owned_noise_makes_state_dict_round_trips_continue_identically_with_noise_on(noise_rng):
     # timm's generic check: load one optimizer's state into another, then step both in lockstep.
     model, grads = _model_and_grads()
     torch.manual_seed(0)
-    opt = ThermoLion(model.parameters())  # no generator given: the optimizer owns one
+    opt = ThermoLion(model.parameters(), noise_rng=noise_rng)  # no generator given: the optimizer owns its noise
     _apply(model, opt, grads[:5])
     twin = copy.deepcopy(model)
-    torch.manual_seed(12345)  # a different global stream: must not matter after loading
-    twin_opt = ThermoLion(twin.parameters())
+    torch.manual_seed(12345)  # a different global seed: must not matter after loading
+    twin_opt = ThermoLion(twin.parameters(), noise_rng=noise_rng)
     twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
-    assert set(opt.state_dict()["generator_states"]) == {"cpu"}  # one owned generator per device
+    saved = opt.state_dict()
+    assert saved["generator_seed"] == 0  # torch.initial_seed(), read when the noise was first needed
+    # the author's stream: one owned generator per device; the counter-based one: the seed and the steps
+    assert set(saved["generator_states"]) == ({"cpu"} if noise_rng == "torch" else set())
     _apply(model, opt, grads[5:])
     _apply(twin, twin_opt, grads[5:])
     for a, b in zip(model.parameters(), twin.parameters()):
@@ -320,10 +329,11 @@ def test_loss_scale_multiplies_grad_noise_and_leaves_unit_noise_and_the_determin
     assert not torch.allclose(unit[1.0], det[1.0])  # and it does add noise
 
 
-def test_unit_noise_has_scale_sqrt_t_per_element():
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_unit_noise_has_scale_sqrt_t_per_element(rng):
     n = 200_000
     p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
-    opt = ThermoLion([p], noise_scale="unit", weight_decay=0.0, generator=torch.Generator().manual_seed(1))
+    opt = ThermoLion([p], noise_scale="unit", weight_decay=0.0, **noise_kwargs(rng, 1))
     p.grad = torch.full((n,), 1e-3, dtype=torch.float64)  # rho = 1 at step 1: lam = tanh(1)
     opt.step()
     noise = -p.detach() - LR * F_FIRST_STEP  # every element's deterministic step is lr*F

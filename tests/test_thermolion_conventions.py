@@ -111,8 +111,10 @@ def test_steps_are_float32_tensors_and_every_path_matches_the_for_loop(kw, devic
     assert all(s["step"].device.type == "cpu" for s in ref.state.values())  # the for-loop: on the CPU
 
 
-def test_a_state_dict_saved_by_version_0_1_loads_and_continues_draw_for_draw():
-    saved = torch.load(DATA / "thermolion_0.1_state.pt", weights_only=False)
+@pytest.mark.parametrize("version", ["0.1", "1a46874"])  # 0.1.0; the last commit before the counter-based stream
+def test_a_state_dict_saved_by_an_older_version_loads_and_continues_draw_for_draw(version):
+    # both drew from torch's generator: a state without noise_rng continues on that stream
+    saved = torch.load(DATA / f"thermolion_{version}_state.pt", weights_only=False)
     for name, case in saved.items():
         model = torch.nn.Linear(4, 3)
         model.load_state_dict(case["saved"]["model"])
@@ -126,18 +128,19 @@ def test_a_state_dict_saved_by_version_0_1_loads_and_continues_draw_for_draw():
         for key, value in case["final"].items():  # the noise is on: the same draws as 0.1 made
             torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-6, atol=1e-8)
         assert all(torch.is_tensor(s["step"]) and s["step"].item() == 5 for s in opt.state.values())
+        assert opt.param_groups[0]["noise_rng"] == "torch"
 
 
 def test_a_loaded_optimizer_makes_the_same_draws_on_every_device_it_saved():
     model = _model()
     torch.manual_seed(3)
-    opt = ThermoLion(model.parameters())
+    opt = ThermoLion(model.parameters(), noise_rng="torch")  # the stream with one generator per device
     _ = [setattr(p, "grad", torch.ones_like(p)) for p in model.parameters()]
     opt.step()
     sd = copy.deepcopy(opt.state_dict())
     assert sd["generator_seed"] == 3 and set(sd["generator_states"]) == {"cpu"}
     twin_model = copy.deepcopy(model)
-    twin = ThermoLion(twin_model.parameters())
+    twin = ThermoLion(twin_model.parameters(), noise_rng="torch")
     twin.load_state_dict(sd)
     for o, m in ((opt, model), (twin, twin_model)):
         for p in m.parameters():

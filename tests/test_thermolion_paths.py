@@ -9,6 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 from thermolion import ThermoLion
 
+from .noise_streams import NOISE_RNGS, noise_kwargs
 from .test_thermolion import F_FIRST_STEP, NOISE_OFF, SHAPES, _apply, _model_and_grads
 
 
@@ -92,15 +93,16 @@ def test_compiled_step_matches_eager():
         dict(noise_scale="unit", track_stats=True),
     ],
 )
+@pytest.mark.parametrize("rng", NOISE_RNGS)
 @pytest.mark.slow
-def test_fused_path_matches_foreach_path_in_float64(kw):
+def test_fused_path_matches_foreach_path_in_float64(kw, rng):
     gen_data = torch.Generator().manual_seed(11)
     inits = [torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen_data, dtype=torch.float64) for s in SHAPES] for _ in range(12)]
     runs = []
     for fused in (False, True):
         params = [torch.nn.Parameter(x.clone()) for x in inits]
-        opt = ThermoLion(params, fused=fused, generator=torch.Generator().manual_seed(4), **kw)
+        opt = ThermoLion(params, fused=fused, **noise_kwargs(rng, 4), **kw)
         for gs in grads:
             for p, g in zip(params, gs):
                 p.grad = g.clone()
@@ -130,7 +132,8 @@ def test_auto_mode_fuses_large_buckets_only(monkeypatch):
         ThermoLion([p], foreach=False, fused=True)
 
 
-def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch):
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monkeypatch, rng):
     import thermolion.fused as tl
 
     def half_run_then_fail(ps, gs, ms, vs, *args):  # as Dynamo does when a trace fails midway
@@ -142,8 +145,8 @@ def test_fused_fallback_after_a_failing_first_call_equals_the_foreach_step(monke
     monkeypatch.setattr(tl, "_VERIFIED", set())
     model, grads = _model_and_grads()
     twin = copy.deepcopy(model)
-    fused = ThermoLion(model.parameters(), fused=True, generator=torch.Generator().manual_seed(2))
-    plain = ThermoLion(twin.parameters(), fused=False, generator=torch.Generator().manual_seed(2))
+    fused = ThermoLion(model.parameters(), fused=True, **noise_kwargs(rng, 2))
+    plain = ThermoLion(twin.parameters(), fused=False, **noise_kwargs(rng, 2))
     with pytest.warns(UserWarning, match="failed to compile"):
         _apply(model, fused, grads[:1])
     _apply(model, fused, grads[1:3])  # later steps use foreach
@@ -198,10 +201,10 @@ def test_the_fused_threshold_is_public_as_the_readme_names_it():
 
 
 # ------------------------------------------------------------------ capturable, compiled buckets, cheap diagnostics
-def _run(steps, shapes=SHAPES, dtype=torch.float64, seed=4, **kw):
+def _run(steps, shapes=SHAPES, dtype=torch.float64, seed=4, rng="torch", **kw):
     gen_data = torch.Generator().manual_seed(11)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen_data, dtype=dtype)) for s in shapes]
-    opt = ThermoLion(params, generator=torch.Generator().manual_seed(seed), **kw)
+    opt = ThermoLion(params, **noise_kwargs(rng, seed), **kw)
     for _ in range(steps):
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen_data, dtype=dtype)
@@ -266,7 +269,8 @@ def test_stats_every_samples_the_diagnostics_of_every_nth_step():
 
 
 @pytest.mark.slow
-def test_channels_last_parameters_take_the_fused_path():
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_channels_last_parameters_take_the_fused_path(rng):
     import thermolion.fused as tf
 
     calls = []
@@ -277,7 +281,7 @@ def test_channels_last_parameters_take_the_fused_path():
         for fused in (True, False):
             gen = torch.Generator().manual_seed(3)
             w = torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last))
-            opt = ThermoLion([w], fused=fused, generator=torch.Generator().manual_seed(1))
+            opt = ThermoLion([w], fused=fused, **noise_kwargs(rng, 1))
             for _ in range(3):
                 w.grad = torch.randn(8, 4, 3, 3, generator=gen).to(memory_format=torch.channels_last)
                 opt.step()

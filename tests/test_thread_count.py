@@ -9,6 +9,8 @@ import torch
 from thermolion import ThermoLion
 from thermolion.shared import MEAN_CHUNK, fixed_order_mean
 
+from .noise_streams import NOISE_RNGS, noise_kwargs
+
 SHAPES = [(1000, 1000), (4096,), (64, 3, 3, 3), (300_000,)]  # several chunks, one, a tail only, a ragged end
 PATHS = {
     "reference": dict(foreach=False),
@@ -17,13 +19,13 @@ PATHS = {
 }
 
 
-def _train(threads: int, path: str, steps: int = 20) -> list[torch.Tensor]:
+def _train(threads: int, path: str, rng: str, steps: int = 20) -> list[torch.Tensor]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         ps = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
-        opt = ThermoLion(ps, lr=1e-2, generator=torch.Generator().manual_seed(1), **PATHS[path])
+        opt = ThermoLion(ps, lr=1e-2, **noise_kwargs(rng, 1), **PATHS[path])
         grads = torch.Generator().manual_seed(2)
         for _ in range(steps):
             for p in ps:
@@ -38,8 +40,9 @@ def _train(threads: int, path: str, steps: int = 20) -> list[torch.Tensor]:
     "path",
     ["reference", "foreach", pytest.param("fused", marks=pytest.mark.slow)],  # fused: a compile
 )
-def test_20_noisy_steps_on_1_and_2_threads_end_bit_identical(path):
-    one, two = _train(1, path), _train(2, path)
+@pytest.mark.parametrize("rng", NOISE_RNGS)
+def test_20_noisy_steps_on_1_and_2_threads_end_bit_identical(path, rng):
+    one, two = _train(1, path, rng), _train(2, path, rng)
     for a, b in zip(one, two):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

@@ -4,7 +4,7 @@ from .baselines import SWATS, Lion, Lookahead, MuAdam
 from .optimizer import FUSED_MIN_ELEMENTS, STAT_NAMES, ThermoLion, thermolion
 from .registry import OPTIMIZERS, PAPER_OPTIMIZERS, OptimizerSpec, build_optimizer, get_spec, param_groups
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "ThermoLion",
     "thermolion",

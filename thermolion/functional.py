@@ -11,7 +11,9 @@ the compiled path in fused.py).
   (8 to 27 s cold on a 2-core CPU, cached on disk by Inductor) pays for itself; if compiling a
   bucket layout fails it warns once and that step, and that layout from then on, run on foreach.
 
-All three draw the noise from the same generator in the same order, so they agree to rounding.
+All three have the same noise (the counter-based stream's, from the same compiled generator or, fused,
+the same expression in the kernel; or the ``"torch"`` stream's, drawn from the same generator in the same
+order), so they agree to rounding.
 None synchronises with the host: the temperature is a Python float derived from the per-tensor
 step count (a Python int), or with ``capturable`` a device tensor, and the noise scale, which needs
 mean(v), stays a 0-dim tensor on the device. The phase diagnostics (``stats``: 5 float64 sums on the
@@ -33,18 +35,19 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, means, plain, temperature
+from .shared import GAS_THRESHOLD, accumulate, fixed_order_mean, means, noise_of, plain, temperature
 
 # What torch's _foreach_* ops take and return: lists of tensors, or of numbers (Python floats, or
 # 0-dim tensors under capturable) where a per-tensor scalar is meant.
 Tensors = Union[list[Tensor], tuple[Tensor, ...]]
 Numbers = Union[list[Any], tuple[Any, ...]]
 
-__all__ = ["thermolion", "FUSED_MIN_ELEMENTS", "NOISE_SCALES"]
+__all__ = ["thermolion", "FUSED_MIN_ELEMENTS", "NOISE_SCALES", "NOISE_RNGS"]
 
 # Auto mode fuses a (device, dtype) bucket from this many elements on (~4M, about 16 MB of fp32).
 FUSED_MIN_ELEMENTS = 1 << 22
 NOISE_SCALES = ("grad", "unit")
+NOISE_RNGS = ("philox", "torch")  # counter-based (thermolion.philox), or drawn from a torch.Generator
 
 
 def thermolion(
@@ -99,9 +102,12 @@ def _single_tensor_thermolion(
     generator,
     stats,
     noise_scale="grad",
+    noise_seed=None,
+    noise_ids=None,
 ) -> None:
     """The update rule written out term by term: the reference for every faster path."""
-    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+    ids = noise_ids if noise_ids is not None else range(len(params))
+    for p, g, m, v, t, k in zip(params, grads, exp_avgs, exp_avg_sqs, steps, ids):
         t = int(t)  # a capturable step tensor: the reference may read it back
         g = (-g if maximize else g).to(m.dtype)
         m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -121,7 +127,8 @@ def _single_tensor_thermolion(
                 if noise_scale == "unit"
                 else torch.sqrt(temp * fixed_order_mean(v_hat) + noise_floor)  # the whole tensor's, DTensor too
             )
-            direction = direction + (1 - lam) * sigma * draw_noise(v, generator)
+            xi = noise_of(v, generator, noise_seed, t, k)
+            direction = direction + (1 - lam) * sigma * xi
 
         if stats is not None:
             sums = [
@@ -164,6 +171,8 @@ def _multi_tensor_thermolion(
     generator,
     stats,
     noise_scale="grad",
+    noise_seed=None,
+    noise_ids=None,
 ) -> None:
     """The same update with ``torch._foreach_*`` kernels, one call per op per bucket. ``steps`` are
     Python ints, or with ``capturable`` 0-dim tensors on the device (no value is read back then);
@@ -177,9 +186,10 @@ def _multi_tensor_thermolion(
     # Draw the noise in parameter order first, so that a seeded generator yields the same
     # numbers as the per-tensor path whatever the (device, dtype) bucketing below does.
     # capturable: always draw; a torch.where on T > t_min zeroes it once the noise is over.
+    ids = noise_ids if noise_ids is not None else range(len(params))
     xis = [
-        draw_noise(v, generator) if noise and (capturable or temp > t_min) else None
-        for v, temp in zip(exp_avg_sqs, temperatures)
+        noise_of(v, generator, noise_seed, t, k) if noise and (capturable or temp > t_min) else None
+        for v, temp, t, k in zip(exp_avg_sqs, temperatures, steps, ids)
     ]
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(params):

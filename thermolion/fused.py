@@ -3,8 +3,10 @@
 The bucket's tensors are traced together (horizontal fusion), so a model of many small tensors pays
 one compiled call per step rather than one per tensor, and each tensor's update is one pass over
 memory instead of ~20. Tensors keep their own strides (``channels_last`` parameters included). The
-noise is drawn eagerly from the optimizer's generator, tensor by tensor in parameter order, exactly
-as the other paths draw it, and passed in: so the three paths agree to rounding.
+counter-based noise (the default) is computed inside the kernel from each element's index, with no
+buffer (thermolion/philox.py); the ``"torch"`` stream's is drawn eagerly from the optimizer's generator,
+tensor by tensor in parameter order, exactly as the other paths draw it, and passed in. Either way the
+three paths agree to rounding.
 
 The step counts and the lr enter the graph as float64 tensors on the device, and the bias
 corrections, temperatures and the temperature gate (a ``torch.where`` on T > t_min) are computed
@@ -27,12 +29,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, temperature
+from .philox import GENERATED, MASK32, normals, shard_indices
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, noise_of, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
 
@@ -42,7 +45,7 @@ def _fused_bucket(
     gs: list[Tensor],
     ms: list[Tensor],
     vs: list[Tensor],
-    xis: list[Optional[Tensor]],
+    xis: list[Union[Tensor, tuple[int, int], None]],
     steps: Tensor,
     lr: Tensor,
     beta1: float,
@@ -60,12 +63,15 @@ def _fused_bucket(
     with_stats: bool,
     unit_noise: bool,
     v_means: Optional[Tensor] = None,
+    seed_words: Optional[Tensor] = None,
 ) -> Optional[Tensor]:
     """Every tensor's whole update; compiled, one pass over p, g, m and v each. ``steps`` (one per
     tensor) and ``lr`` are float64 tensors on the device, so that neither a new step nor a scheduled lr
-    recompiles. ``v_means``: each tensor's mean(v) after this step's update where it is computed
-    outside (the local shards of DTensors), else None (computed here). Returns the bucket's 5
-    diagnostic sums (lam, gas, aligned, |u|, T*numel), or None."""
+    recompiles. ``xis``: each tensor's noise (drawn outside, the author's stream), or (first element's index
+    in the whole tensor, tensor number) for the counter-based stream under ``seed_words`` (int64 [lo, hi]),
+    computed here with no buffer, or None (no noise). ``v_means``: each tensor's mean(v) after this step's
+    update where it is computed outside (the local shards of DTensors), else None (computed here). Returns the
+    bucket's 5 diagnostic sums (lam, gas, aligned, |u|, T*numel), or None."""
     sums = []
     for i, (p, g, m, v, xi) in enumerate(zip(ps, gs, ms, vs, xis)):
         t, lr_t = steps[i], lr.to(m.dtype)  # float32 scalars for float32 state: no float64 arithmetic per element
@@ -82,6 +88,11 @@ def _fused_bucket(
         direction = sign_m * ((1 - lam) * (1 + boost * aligned) + scale * lam * rho)
         temperature64 = t0 * temp_decay**t
         temperature = temperature64.to(m.dtype)
+        if isinstance(xi, tuple):  # counter-based: each element's normal from its index, in this kernel
+            assert seed_words is not None
+            start, k = xi
+            index = torch.arange(v.numel(), dtype=torch.int64, device=v.device) + start
+            xi = normals(index, (seed_words[0], seed_words[1], t.to(torch.int64) & MASK32, k)).view(v.shape)
         if xi is not None:
             mean_v = fixed_order_mean(v_hat) if v_means is None else (v_means[i] / bc2).to(m.dtype)
             variance = temperature if unit_noise else temperature * mean_v
@@ -148,11 +159,21 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bo
         return False  # DTensors on a mesh of several dimensions (HSDP, 2-D parallelism) run on foreach
     capturable = bool(steps) and isinstance(steps[0], Tensor)
     generator_state = generator.get_state() if generator is not None and h.noise else None
+    seed, ids = getattr(h, "noise_seed", None), getattr(h, "noise_ids", None) or range(len(params))
     # capturable: always draw, and let the gate inside the graph zero the noise once T <= t_min
     xis = [
-        draw_noise(v, generator) if h.noise and (capturable or temperature(h.t0, h.temp_decay, t) > h.t_min) else None
-        for v, t in zip(exp_avg_sqs, steps)
+        _noise_input(v, generator, seed, t, k)
+        if h.noise and (capturable or temperature(h.t0, h.temp_decay, t) > h.t_min)
+        else None
+        for v, t, k in zip(exp_avg_sqs, steps, ids)
     ]
+    if seed is not None:
+        seed &= 2**64 - 1
+        h.seed_words = torch.stack(
+            [torch.full((), w, dtype=torch.int64, device=local(params[0]).device) for w in (seed & MASK32, seed >> 32)]
+        )
+    else:
+        h.seed_words = None
     buckets: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
         buckets.setdefault((p.device, p.dtype), []).append(i)
@@ -160,7 +181,7 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bo
         group = params[0].device_mesh.get_group()
         h.v_means = _global_v_means(grads, exp_avg_sqs, h.beta2, group) if h.noise and h.noise_scale == "grad" else None
         params, grads, exp_avgs, exp_avg_sqs = ([local(t) for t in ts] for ts in (params, grads, exp_avgs, exp_avg_sqs))
-        xis = [local(x) if x is not None else None for x in xis]
+        xis = [local(x) if isinstance(x, Tensor) else x for x in xis]
     else:
         group, h.v_means = None, None
     variants = [_variant(params, xis, idx, h.maximize, stats is not None) for idx in buckets.values()]
@@ -193,6 +214,19 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bo
     return True
 
 
+def _noise_input(v: Tensor, generator, seed: Optional[int], step, k: int):
+    """What the kernel gets for one noisy tensor: the author's stream's draw; or, counter-based, (first
+    index, tensor number) of its elements (its shard's) to compute in the kernel; where a shard's elements
+    are not one range of the whole tensor, their normals computed here."""
+    if seed is None:
+        return draw_noise(v, generator)
+    shape, where = shard_indices(v)
+    if not isinstance(where, int):
+        return noise_of(v, None, seed, step, k)
+    GENERATED[0] += local(v).numel()
+    return (where, k)
+
+
 def _global_v_means(grads: list, exp_avg_sqs: list, beta2: float, group) -> Tensor:
     """mean(v) of every whole tensor after this step's update, from the shards before it (one all-reduce):
     sum(v_new) = beta2*sum(v) + (1-beta2)*sum(g^2), over every rank's shard; float64 on the device."""
@@ -212,7 +246,8 @@ def _variant(params, xis, idx, maximize: bool, with_stats: bool) -> tuple:
     tensors are noisy, and the flags."""
     ps = [params[i] for i in idx]
     layout = tuple((tuple(p.shape), tuple(p.stride())) for p in ps)
-    return (ps[0].dtype, str(ps[0].device), layout, tuple(xis[i] is None for i in idx), maximize, with_stats)
+    noise = tuple(None if xis[i] is None else type(xis[i]).__name__ for i in idx)
+    return (ps[0].dtype, str(ps[0].device), layout, noise, maximize, with_stats)
 
 
 # torch < 2.7 calls Dynamo's per-function limit cache_size_limit.
@@ -257,4 +292,5 @@ def _run_bucket(kernel, idx, params, grads, exp_avgs, exp_avg_sqs, xis, steps, h
             h.stats is not None,
             h.noise_scale == "unit",
             None if h.v_means is None else pick(h.v_means),
+            h.seed_words,
         )

@@ -1,4 +1,5 @@
-"""The noise generators of one ThermoLion: the caller's generator, or one owned per device.
+"""The noise generators of one ThermoLion: the caller's generator, or one owned per device (the
+``"torch"`` stream); and the seed, the whole state of the counter-based ``"philox"`` stream.
 
 Owned generators are made at the first step on their device (so an optimizer builds on ``meta``
 parameters, and building it draws nothing from torch's global RNG). Their seed is ``seed`` when given,

@@ -18,7 +18,7 @@ from torch.optim.optimizer import ParamsT
 
 from .baselines import evaluate_closure, refuse_complex
 from .conventions import as_step_tensor, check_dtensor_support, check_finite_at_least, check_fused_device, check_lr
-from .functional import FUSED_MIN_ELEMENTS, NOISE_SCALES, thermolion
+from .functional import FUSED_MIN_ELEMENTS, NOISE_RNGS, NOISE_SCALES, thermolion
 from .generators import NoiseGenerators
 
 __all__ = ["ThermoLion", "thermolion", "STAT_NAMES", "FUSED_MIN_ELEMENTS"]
@@ -76,19 +76,26 @@ class ThermoLion(Optimizer):
         fused: ``True`` always uses the compiled one-kernel path, ``False`` never, ``None`` (default)
             uses it for buckets of at least ``FUSED_MIN_ELEMENTS`` elements and foreach below.
             ``foreach=True`` with ``fused=True`` is refused, as torch.optim refuses it.
-        generator: ``torch.Generator`` for the noise, on the parameters' device. By default (None)
-            the optimizer owns one generator per device, made at the first step on that device (so
-            the optimizer builds on ``meta`` parameters, and building it draws nothing from torch's
-            global RNG). Their seed is ``seed`` when given, else ``torch.initial_seed()`` (what
-            ``torch.manual_seed`` set; read, never drawn), mixed with the device's name, so that
-            two devices draw different noise. When ``torch.distributed`` is initialised, the first
-            step broadcasts rank 0's seed (one collective, once, in ``process_group``), so that DDP
-            replicas seeded ``seed + rank`` still draw identical noise and stay identical. An
-            explicit generator is the caller's: nothing is broadcast. Either way the generators'
-            states are saved in :meth:`state_dict`, so a resumed or loaded optimizer draws the same
-            noise. The author's code draws from the global RNG instead: with the noise on, the two
-            agree in distribution, not draw for draw (noise off, they agree exactly).
-        seed: the owned generators' seed (default None: ``torch.initial_seed()``); not with ``generator``.
+        noise_rng: the noise stream. ``"philox"`` (the default, without ``generator``) is counter-based
+            (:mod:`thermolion.philox`): element i of parameter k (its position in the optimizer) at step t
+            gets a normal that is a pure function of (seed, t, k, i), computed inside the compiled kernel
+            with no buffer, the same on every path, thread count and device, and by each shard of an
+            FSDP2 parameter for its own elements only; its state is the seed and the steps. ``"torch"``
+            (implied by ``generator``) draws ``torch.randn`` from a ``torch.Generator``, as the author's
+            code does, for replaying it draw for draw. A state dict saved before version 0.2 loads as
+            ``"torch"``, so a resumed run continues its stream.
+        generator: ``torch.Generator`` for the ``"torch"`` stream, on the parameters' device. By default
+            (None) the optimizer owns one generator per device, made at the first step on that device
+            (so the optimizer builds on ``meta`` parameters, and building it draws nothing from torch's
+            global RNG), seeded from ``seed`` mixed with the device's name, so that two devices draw
+            different noise; their states are saved in :meth:`state_dict`. An explicit generator is
+            the caller's: nothing is broadcast. With the noise on, either stream agrees with the
+            author's global-RNG draws in distribution, not draw for draw (noise off, exactly).
+        seed: the noise's seed (default None: ``torch.initial_seed()``, what ``torch.manual_seed``
+            set; read at the first step, never drawn); not with ``generator``. When
+            ``torch.distributed`` is initialised, the first step broadcasts rank 0's seed (one
+            collective, once, in ``process_group``), so that DDP replicas seeded ``seed + rank``
+            still draw identical noise and stay identical. Saved in :meth:`state_dict`.
         process_group: the group whose rank 0's seed the owned generators take (default None: the
             default group). The broadcast is a collective inside the first ``step()``: every rank
             of the group must step this optimizer (with pipeline stages, or ranks that build other
@@ -127,6 +134,7 @@ class ThermoLion(Optimizer):
         bias_correction: bool = False,
         noise: bool = True,
         noise_scale: str = "grad",
+        noise_rng: Optional[str] = None,
         maximize: bool = False,
         foreach: Optional[bool] = None,
         fused: Optional[bool] = None,
@@ -167,6 +175,15 @@ class ThermoLion(Optimizer):
             raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
         if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
             raise ValueError(f"stats_every must be an integer >= 1 (1: every step), got {stats_every!r}")
+        if noise_rng is None:  # a generator is the author's stream's; else the counter-based one
+            noise_rng = "torch" if generator is not None else "philox"
+        if noise_rng not in NOISE_RNGS:
+            raise ValueError(f"noise_rng must be one of {NOISE_RNGS}, got {noise_rng!r}")
+        if generator is not None and noise_rng != "torch":
+            raise ValueError(
+                "generator drives the author's noise stream (noise_rng='torch'); the counter-based stream "
+                "(noise_rng='philox') takes seed=... (an integer) instead"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)}")
         if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int)):
@@ -186,6 +203,7 @@ class ThermoLion(Optimizer):
             bias_correction=bias_correction,
             noise=noise,
             noise_scale=noise_scale,
+            noise_rng=noise_rng,
             maximize=maximize,
             foreach=foreach,
             fused=fused,
@@ -244,6 +262,7 @@ class ThermoLion(Optimizer):
         for group in self.param_groups:
             group.setdefault("noise_scale", "grad")  # state saved before noise_scale existed
             group.setdefault("capturable", False)
+            group.setdefault("noise_rng", "torch")  # state saved before the counter-based stream: drawn from torch
         self.__dict__.setdefault("stats_every", 1)
         self.__dict__.setdefault("_stat_calls", 0)
         if "_noise" not in self.__dict__:  # pickled by version 0.1: one generator attribute
@@ -312,6 +331,8 @@ class ThermoLion(Optimizer):
             sample = self._stat_calls % self.stats_every == 0
             self._stat_calls += 1
 
+        # each parameter's position in the optimizer (its id in state_dict): its counter-based noise's tensor number
+        positions = {p: i for i, p in enumerate(p for group in self.param_groups for p in group["params"])}
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -324,6 +345,7 @@ class ThermoLion(Optimizer):
             if sample and self._stats is None:
                 self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=params[0].device)
             beta1, beta2 = group["betas"]
+            torch_noise = group["noise"] and group["noise_rng"] == "torch"
             thermolion(
                 params,
                 grads,
@@ -345,7 +367,9 @@ class ThermoLion(Optimizer):
                 noise=group["noise"],
                 noise_scale=group["noise_scale"],
                 maximize=group["maximize"],
-                generator=self._noise_generator(params[0].device) if group["noise"] else None,
+                generator=self._noise_generator(params[0].device) if torch_noise else None,
+                noise_seed=self._noise.owned_seed() if group["noise"] and not torch_noise else None,
+                noise_ids=[positions[p] for p in params] if group["noise"] and not torch_noise else None,
                 stats=self._stats if sample else None,
                 foreach=group["foreach"],
                 fused=group["fused"],

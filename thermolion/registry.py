@@ -141,6 +141,7 @@ _THERMOLION_DEFAULTS = dict(
     bias_correction=False,
     noise=True,
     noise_scale="grad",
+    noise_rng="philox",
 )
 
 _SPECS = [
@@ -247,6 +248,12 @@ _VARIANTS: list[tuple[str, str, dict[str, Any], str]] = [  # (name, base, overri
     ("thermolion_noboost", "thermolion", dict(boost=0.0), "ablation: no momentum-alignment boost"),
     ("thermolion_nonoise", "thermolion", dict(noise=False), "ablation: no thermodynamic noise"),
     ("thermolion_bc", "thermolion", dict(bias_correction=True), "ablation: Adam bias correction"),
+    (
+        "thermolion_torchnoise",
+        "thermolion",
+        dict(noise_rng="torch"),
+        "the author's noise stream (torch's generator), to replay the reference code draw for draw",
+    ),
     (
         "thermolion_unitnoise",
         "thermolion",

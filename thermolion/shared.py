@@ -3,12 +3,14 @@ the diagnostics' accumulation, each written once (``functional`` and ``fused`` b
 
 DTensor parameters (FSDP2's ``fully_shard``, tensor parallelism) are handled here:
 
-* the noise of a DTensor is one draw of the *whole* tensor's shape from the generator, of which each
-  rank keeps its own shard. With the generator in the same state on every rank (the optimizer's
-  owned generators are seeded from rank 0), the sharded run draws exactly the unsharded run's
-  noise. DTensor's own random ops would draw only the local shard, but they support CUDA meshes
-  only (``is_rng_supported_mesh``) and fail on a CPU mesh; the full draw works on every device and
-  is exact, at the cost of one full-size temporary per tensor per step on each rank;
+* with the counter-based stream (``noise_rng="philox"``, thermolion.philox) each rank computes its
+  shard's elements only, and they are the unsharded run's;
+* with the author's stream (``noise_rng="torch"``) the noise of a DTensor is one draw of the *whole*
+  tensor's shape from the generator, of which each rank keeps its own shard. With the generator in the
+  same state on every rank (the optimizer's owned generators are seeded from rank 0), the sharded run
+  draws exactly the unsharded run's noise. DTensor's own random ops would draw only the local shard, but
+  they support CUDA meshes only (``is_rng_supported_mesh``) and fail on a CPU mesh; the full draw works
+  on every device and is exact, at the cost of one full-size temporary per tensor per step on each rank;
 * reductions such as ``mean(v)`` are DTensor reductions, so they cover the whole parameter;
 * the diagnostics' sums are reduced to plain tensors (``full_tensor``) before they are accumulated,
   so ``read_stats`` reports the whole model on every rank.
@@ -32,6 +34,7 @@ __all__ = [
     "GAS_THRESHOLD",
     "temperature",
     "draw_noise",
+    "noise_of",
     "accumulate",
     "plain",
     "local",
@@ -50,6 +53,16 @@ def temperature(t0: float, temp_decay: float, step: int) -> float:
 
 def is_dtensor(x: object) -> TypeGuard[DTensor]:
     return HAS_DTENSOR and isinstance(x, DTensor)
+
+
+def noise_of(like: Tensor, generator: Optional[torch.Generator], seed: Optional[int], step, tensor: int, compiled=True):
+    """One tensor's standard normal noise: the counter-based stream's (``seed`` given; ``philox``), else
+    drawn from ``generator`` (the author's stream, ``noise_rng="torch"``)."""
+    if seed is None:
+        return draw_noise(like, generator)
+    from .philox import noise_key, philox_noise
+
+    return philox_noise(like, noise_key(seed, step, tensor, local(like).device), compiled)
 
 
 def draw_noise(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:

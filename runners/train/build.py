@@ -91,8 +91,12 @@ def build_run(cfg: RunConfig, data: Prepared, device: torch.device, optimizer_wa
         factory, averaging, policy = spec.factory, spec.averaging, spec.groups
     groups = param_groups(model, cfg.model.resolved()["decay_norm_and_bias"], muon=policy == "muon")
     if isinstance(factory, type) and issubclass(factory, ThermoLion):
-        gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, cfg.data.name, "noise"))
-        kwargs.update(generator=gen, track_stats=cfg.options.track_stats)
+        noise_seed = derive_seed(cfg.seed, cfg.data.name, "noise")
+        if kwargs.get("noise_rng") == "torch":  # the author's stream: a generator of the run's own
+            kwargs.update(generator=torch.Generator(device=device).manual_seed(noise_seed))
+        else:  # counter-based: the seed is the whole state
+            kwargs.update(seed=noise_seed)
+        kwargs.update(track_stats=cfg.options.track_stats)
     if cfg.optimizer.target:
         optimizer = factory(groups, **kwargs)
     else:
