@@ -7,6 +7,8 @@ import torch
 
 from runners.sweep import job as T
 from thermolion import ThermoLion
+from thermolion.functional import NOISE_RNGS
+from thermolion.philox import noise_key, range_normals
 
 from .test_harness import _metric_rows, config, die_after_checkpoint, read_metrics
 
@@ -16,15 +18,22 @@ pytestmark = [
 ]
 
 
+def _noise(rng: str) -> dict:
+    if rng == "torch":
+        return {"noise_rng": "torch", "generator": torch.Generator(device="cuda").manual_seed(1)}
+    return {"noise_rng": rng, "seed": 1}
+
+
+@pytest.mark.parametrize("rng", NOISE_RNGS)
 @pytest.mark.parametrize("noise", [True, False])
-def test_fused_path_on_cuda_matches_the_per_tensor_reference(noise):
+def test_fused_path_on_cuda_matches_the_per_tensor_reference(noise, rng):
     gen = torch.Generator(device="cuda").manual_seed(0)
     shapes = [(4096, 1024), (1024,), (64, 3, 3, 3), (7,)]  # 4.2M elements: the fused path by size too
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, device="cuda")) for s in shapes]
     grads = [[torch.randn(s, generator=gen, device="cuda") for s in shapes] for _ in range(8)]
     twin = copy.deepcopy(params)
-    fused = ThermoLion(params, fused=True, noise=noise, generator=torch.Generator(device="cuda").manual_seed(1))
-    ref = ThermoLion(twin, foreach=False, noise=noise, generator=torch.Generator(device="cuda").manual_seed(1))
+    fused = ThermoLion(params, fused=True, noise=noise, **_noise(rng))
+    ref = ThermoLion(twin, foreach=False, noise=noise, **_noise(rng))
     for gs in grads:
         for p, q, g in zip(params, twin, gs):
             p.grad, q.grad = g.clone(), g.clone()
@@ -32,6 +41,29 @@ def test_fused_path_on_cuda_matches_the_per_tensor_reference(noise):
         ref.step()
     for p, q in zip(params, twin):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_counter_based_noise_on_cuda_is_the_cpus():
+    # the same integers on any device (Philox in int64 on Triton as in C++); the float part to rounding
+    for n, start in ((1, 0), (1000, 7), (3_000_001, 2**32 - 5)):
+        cpu = range_normals(n, start, noise_key(12345, 9, 2, torch.device("cpu")))
+        cuda = range_normals(n, start, noise_key(12345, 9, 2, torch.device("cuda")))
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=2e-6)
+
+
+def test_a_cuda_run_with_counter_based_noise_equals_the_cpu_run_to_rounding():
+    runs = []
+    for device in ("cpu", "cuda"):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(device)) for s in ((300, 200), (50,))]
+        opt = ThermoLion(params, seed=3)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen).to(device)
+            opt.step()
+        runs.append([p.detach().cpu() for p in params])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
 def test_end_to_end_run_on_cuda(tmp_path):

@@ -34,7 +34,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .philox import GENERATED, MASK32, normals, shard_indices
+from .philox import GENERATED, MASK32, normals, quiet_inductor_import, shard_indices
 from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, noise_of, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
@@ -123,6 +123,7 @@ _FAILED: set = set()  # bucket variants whose compile failed: foreach from then 
 def fused_kernel() -> Optional[Callable]:
     """The compiled bucket update (built once per process), or None where torch.compile is unavailable."""
     if "kernel" not in _COMPILED:
+        quiet_inductor_import()
         try:
             # fullgraph: any graph break would be a silent slow path. Shapes are static (one graph per
             # model layout); floats stay symbolic, so changing lr or temperature does not recompile.

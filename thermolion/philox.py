@@ -107,10 +107,26 @@ def _range_normals(n: int, start: Tensor, key: Tensor) -> Tensor:
 _GENERATORS: dict[str, Optional[Callable]] = {}
 
 
+def quiet_inductor_import() -> None:
+    """Imports torch.utils.cpp_extension (Inductor's C++ toolchain) without its import-time warning "No CUDA
+    runtime is found, using CUDA_HOME=..." that a CUDA build of torch logs on a machine without a GPU:
+    nothing here builds a CUDA extension, and every ThermoLion run compiles its noise generator."""
+    import logging
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        log.setLevel(level)
+
+
 def _generator() -> Optional[Callable]:
     """The range generator compiled once per process (one graph for every length), or None where
     torch.compile cannot build it: then it runs eagerly (the same numbers, about 20x slower)."""
     if "range" not in _GENERATORS:
+        quiet_inductor_import()
         try:
             # one graph for every length; Inductor leaves a loop of symbolic length on one thread unless
             # dynamic_threads (measured at 21M on 2 cores: 141 ms without, 80 ms with; torch.randn 75-158 ms)

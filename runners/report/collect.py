@@ -42,7 +42,7 @@ class ReportError(RuntimeError):
 @dataclass
 class Collected:
     runs: pd.DataFrame  # one row per counted run (done, or diverged at chance): what the statistics see
-    epochs: pd.DataFrame  # one row per (done run, epoch)
+    epochs: pd.DataFrame  # one row per (counted run, epoch); a diverged run at chance from its divergence
     curves: pd.DataFrame  # evaluation points per done run: step, epoch, seconds, eval_acc (fine if evals.csv)
     excluded: list[dict]  # failed, interrupted, running and unreadable runs, with the reason
     records: list[dict] = field(default_factory=list)  # every run folder, flattened (the runs table)
@@ -92,9 +92,11 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
             run = {**key, "status": "done", **_metrics(rows)}
             epochs += [{**key, **r} for r in rows]
             curves += _curve(run_dir, name, rows, bool(cfg.get("trainer", {}).get("eval_every_steps")))
-        else:  # diverged: a result, at chance, with no curve (it never reaches a target)
+        else:  # diverged: a result, at chance; no evaluation points (it never reaches a target)
             rows, _ = rf.read_metrics(run_dir)
-            level = chance(DATASETS[cfg["data"]["name"]].num_classes)
+            num_classes = DATASETS[cfg["data"]["name"]].num_classes
+            level = chance(num_classes)
+            epochs += [{**key, **r} for r in at_chance_epochs(rows or [], cfg, info, num_classes)]
             run = {
                 **key,
                 "status": "diverged",
@@ -156,6 +158,22 @@ def folder_labels(folder: str) -> dict[str, str]:
     if found is None:
         return {"optimizer": folder, "settings": ""}
     return {"optimizer": folder[: found.start()], "settings": folder[found.end() :]}
+
+
+def at_chance_epochs(rows: list[dict], cfg: dict, info: dict, num_classes: int) -> list[dict]:
+    """A diverged run's epochs as the tables count it: its finite epochs before it diverged, then every
+    epoch from the one it diverged in to its last at chance (accuracy 100/classes; both losses ln(classes),
+    a uniform prediction's), marked ``at_chance``. So a curve's last point is its table cell, and no mean
+    curve is drawn over the surviving seeds only. The last epoch is the run's planned
+    ``trainer.epochs`` (else its divergence epoch)."""
+    diverged = int(info.get("diverged_at_epoch") or (len(rows) + 1))
+    kept = [r for r in rows if r["epoch"] < diverged and math.isfinite(r["train_loss"])]
+    last = max(int((cfg.get("trainer") or {}).get("epochs") or 0), diverged)
+    steps = kept[-1].get("step") if kept else None  # steps per epoch from its last finite epoch, if logged
+    per_epoch = steps / kept[-1]["epoch"] if isinstance(steps, (int, float)) and steps == steps else math.nan
+    level, loss = chance(num_classes), math.log(num_classes)
+    filler = {"train_acc": level, "eval_acc": level, "train_loss": loss, "eval_loss": loss, "at_chance": True}
+    return kept + [{"epoch": e, "step": e * per_epoch, **filler} for e in range(diverged, last + 1)]
 
 
 def _metrics(rows: list[dict]) -> dict:

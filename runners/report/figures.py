@@ -62,7 +62,8 @@ def _finish_grid(fig, axes, used: int, cols: int, title: str, paths, bottom: flo
 
 
 def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
-    """convergence.{png,pdf} of the done runs; False (and no figure) when none has an epoch row."""
+    """convergence.{png,pdf} of the counted runs (a diverged one at chance from its divergence, named in the
+    legend); False (and no figure) when none has an epoch row."""
     if epochs.empty:
         return False
     import matplotlib
@@ -80,10 +81,13 @@ def plot_convergence(epochs: pd.DataFrame, out: Path, protocol: str) -> bool:
             sub = epochs[(epochs["dataset"] == dataset) & (epochs["optimizer"] == opt)]
             if sub.empty:
                 continue
+            # a diverged run is in its curve as in the table: at chance from the epoch it diverged (collect.py)
+            diverged = sub.loc[sub["at_chance"].eq(True), "run_dir"].nunique() if "at_chance" in sub else 0
+            label = f"{opt} ({diverged} diverged: at chance)" if diverged else opt
             for ax, col in ((ax_loss, "train_loss"), (ax_acc, "eval_acc")):
                 g = sub.groupby("epoch")[col]
                 mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-                draw(ax, mean.index, mean.values, style[opt], opt)
+                draw(ax, mean.index, mean.values, style[opt], label)
                 ax.fill_between(
                     mean.index, (mean - std).values, (mean + std).values, color=style[opt]["color"], alpha=0.14, lw=0
                 )
