@@ -35,7 +35,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .shared import GAS_THRESHOLD, accumulate, fixed_order_mean, means, noise_of, plain, temperature
+from .philox import noise_of
+from .shared import GAS_THRESHOLD, accumulate, fixed_order_mean, means, plain, temperature
 
 # What torch's _foreach_* ops take and return: lists of tensors, or of numbers (Python floats, or
 # 0-dim tensors under capturable) where a per-tensor scalar is meant.

@@ -34,8 +34,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .philox import GENERATED, MASK32, normals, quiet_inductor_import, shard_indices
-from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, noise_of, temperature
+from .philox import GENERATED, MASK32, noise_of, normals, quiet_inductor_import, shard_indices
+from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
 

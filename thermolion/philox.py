@@ -36,12 +36,15 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
+from .shared import draw_noise, is_dtensor, local
+
 __all__ = [
     "philox4x32",
     "normals",
     "noise_key",
     "range_normals",
     "philox_noise",
+    "noise_of",
     "shard_indices",
     "local_indices",
     "GENERATED",
@@ -171,8 +174,6 @@ def local_indices(shape, global_shape, offset) -> Union[int, Tensor]:
 def shard_indices(like: Tensor) -> tuple[tuple[int, ...], Union[int, Tensor]]:
     """The local shape of ``like`` (a DTensor's shard, else the tensor) and its elements' flat indices in
     the whole tensor (``local_indices``)."""
-    from .shared import is_dtensor
-
     if not is_dtensor(like):
         return tuple(like.shape), 0
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -181,11 +182,17 @@ def shard_indices(like: Tensor) -> tuple[tuple[int, ...], Union[int, Tensor]]:
     return tuple(shape), local_indices(shape, like.shape, offset)
 
 
+def noise_of(like: Tensor, generator: Optional[torch.Generator], seed: Optional[int], step, tensor: int) -> Tensor:
+    """One tensor's standard normal noise: the counter-based stream's (``seed`` given), else drawn from
+    ``generator`` (the author's stream, ``noise_rng="torch"``)."""
+    if seed is None:
+        return draw_noise(like, generator)
+    return philox_noise(like, noise_key(seed, step, tensor, local(like).device))
+
+
 def philox_noise(like: Tensor, key: Tensor, compiled: bool = True) -> Tensor:
     """Standard normals of ``like``'s shape and dtype (computed in float32). A DTensor gets its local
     shard's elements only: each rank computes its own, and together they are the whole tensor's noise."""
-    from .shared import is_dtensor
-
     if not is_dtensor(like):
         return range_normals(like.numel(), 0, key, compiled).view(like.shape).to(like.dtype)
     from torch.distributed.tensor import DTensor

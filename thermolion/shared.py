@@ -34,7 +34,6 @@ __all__ = [
     "GAS_THRESHOLD",
     "temperature",
     "draw_noise",
-    "noise_of",
     "accumulate",
     "plain",
     "local",
@@ -53,16 +52,6 @@ def temperature(t0: float, temp_decay: float, step: int) -> float:
 
 def is_dtensor(x: object) -> TypeGuard[DTensor]:
     return HAS_DTENSOR and isinstance(x, DTensor)
-
-
-def noise_of(like: Tensor, generator: Optional[torch.Generator], seed: Optional[int], step, tensor: int, compiled=True):
-    """One tensor's standard normal noise: the counter-based stream's (``seed`` given; ``philox``), else
-    drawn from ``generator`` (the author's stream, ``noise_rng="torch"``)."""
-    if seed is None:
-        return draw_noise(like, generator)
-    from .philox import noise_key, philox_noise
-
-    return philox_noise(like, noise_key(seed, step, tensor, local(like).device), compiled)
 
 
 def draw_noise(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
