@@ -10,7 +10,7 @@ from thermolion.functional import NOISE_RNGS
 __all__ = ["NOISE_RNGS", "noise_kwargs"]
 
 
-def noise_kwargs(rng: str, seed: int) -> dict:
+def noise_kwargs(rng: str, seed: int, device: str = "cpu") -> dict:
     if rng == "torch":
-        return {"noise_rng": "torch", "generator": torch.Generator().manual_seed(seed)}
+        return {"noise_rng": "torch", "generator": torch.Generator(device=device).manual_seed(seed)}
     return {"noise_rng": rng, "seed": seed}

@@ -7,21 +7,15 @@ import torch
 
 from runners.sweep import job as T
 from thermolion import ThermoLion
-from thermolion.functional import NOISE_RNGS
 from thermolion.philox import noise_key, range_normals
 
+from .noise_streams import NOISE_RNGS, noise_kwargs
 from .test_harness import _metric_rows, config, die_after_checkpoint, read_metrics
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run make test-gpu there)"),
 ]
-
-
-def _noise(rng: str) -> dict:
-    if rng == "torch":
-        return {"noise_rng": "torch", "generator": torch.Generator(device="cuda").manual_seed(1)}
-    return {"noise_rng": rng, "seed": 1}
 
 
 @pytest.mark.parametrize("rng", NOISE_RNGS)
@@ -32,8 +26,8 @@ def test_fused_path_on_cuda_matches_the_per_tensor_reference(noise, rng):
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, device="cuda")) for s in shapes]
     grads = [[torch.randn(s, generator=gen, device="cuda") for s in shapes] for _ in range(8)]
     twin = copy.deepcopy(params)
-    fused = ThermoLion(params, fused=True, noise=noise, **_noise(rng))
-    ref = ThermoLion(twin, foreach=False, noise=noise, **_noise(rng))
+    fused = ThermoLion(params, fused=True, noise=noise, **noise_kwargs(rng, 1, "cuda"))
+    ref = ThermoLion(twin, foreach=False, noise=noise, **noise_kwargs(rng, 1, "cuda"))
     for gs in grads:
         for p, q, g in zip(params, twin, gs):
             p.grad, q.grad = g.clone(), g.clone()

@@ -34,7 +34,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .philox import GENERATED, MASK32, noise_of, normals, quiet_inductor_import, shard_indices
+from .philox import GENERATED, MASK32, noise_of, normals, quiet_inductor_import, seed_words, shard_indices
 from .shared import GAS_THRESHOLD, accumulate, draw_noise, fixed_order_mean, is_dtensor, local, temperature
 
 __all__ = ["fused_thermolion", "fused_kernel"]
@@ -168,13 +168,7 @@ def fused_thermolion(params, grads, exp_avgs, exp_avg_sqs, steps, **hyper) -> bo
         else None
         for v, t, k in zip(exp_avg_sqs, steps, ids)
     ]
-    if seed is not None:
-        seed &= 2**64 - 1
-        h.seed_words = torch.stack(
-            [torch.full((), w, dtype=torch.int64, device=local(params[0]).device) for w in (seed & MASK32, seed >> 32)]
-        )
-    else:
-        h.seed_words = None
+    h.seed_words = seed_words(seed, local(params[0]).device) if seed is not None else None
     buckets: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
         buckets.setdefault((p.device, p.dtype), []).append(i)
@@ -221,7 +215,7 @@ def _noise_input(v: Tensor, generator, seed: Optional[int], step, k: int):
     are not one range of the whole tensor, their normals computed here."""
     if seed is None:
         return draw_noise(v, generator)
-    shape, where = shard_indices(v)
+    _, where = shard_indices(v)
     if not isinstance(where, int):
         return noise_of(v, None, seed, step, k)
     GENERATED[0] += local(v).numel()

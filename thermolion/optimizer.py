@@ -331,8 +331,7 @@ class ThermoLion(Optimizer):
             sample = self._stat_calls % self.stats_every == 0
             self._stat_calls += 1
 
-        # each parameter's position in the optimizer (its id in state_dict): its counter-based noise's tensor number
-        positions = {p: i for i, p in enumerate(p for group in self.param_groups for p in group["params"])}
+        positions: Optional[dict[Tensor, int]] = None  # made at the first group with counter-based noise
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -346,6 +345,11 @@ class ThermoLion(Optimizer):
                 self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=params[0].device)
             beta1, beta2 = group["betas"]
             torch_noise = group["noise"] and group["noise_rng"] == "torch"
+            ids = None  # counter-based noise: each parameter's position in the optimizer (its state_dict id)
+            if group["noise"] and not torch_noise:
+                if positions is None:
+                    positions = {p: i for i, p in enumerate(q for g in self.param_groups for q in g["params"])}
+                ids = [positions[p] for p in params]
             thermolion(
                 params,
                 grads,
@@ -368,8 +372,8 @@ class ThermoLion(Optimizer):
                 noise_scale=group["noise_scale"],
                 maximize=group["maximize"],
                 generator=self._noise_generator(params[0].device) if torch_noise else None,
-                noise_seed=self._noise.owned_seed() if group["noise"] and not torch_noise else None,
-                noise_ids=[positions[p] for p in params] if group["noise"] and not torch_noise else None,
+                noise_seed=self._noise.owned_seed() if ids is not None else None,
+                noise_ids=ids,
                 stats=self._stats if sample else None,
                 foreach=group["foreach"],
                 fused=group["fused"],

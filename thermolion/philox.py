@@ -42,6 +42,7 @@ __all__ = [
     "philox4x32",
     "normals",
     "noise_key",
+    "seed_words",
     "range_normals",
     "philox_noise",
     "noise_of",
@@ -89,18 +90,23 @@ def normals(index: Tensor, key: Union[Tensor, Sequence[Word]]) -> Tensor:
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
 
 
+def seed_words(seed: int, device: torch.device) -> Tensor:
+    """The seed's two 32-bit words (the Philox key) as an int64 tensor on ``device``. ``torch.full`` passes
+    each number as a kernel argument, so no host-to-device copy synchronises a CUDA step."""
+    seed &= 2**64 - 1
+    return torch.stack([torch.full((), w, dtype=torch.int64, device=device) for w in (seed & MASK32, seed >> 32)])
+
+
 def noise_key(seed: int, step: Union[int, Tensor], tensor: int, device: torch.device) -> Tensor:
     """The int64 key of one tensor's noise at one step, on ``device``. ``step`` is a Python int, or a
-    0-dim device tensor (capturable): read on the device, never on the host. ``torch.full`` passes each
-    number as a kernel argument, so no host-to-device copy synchronises a CUDA step."""
-    seed &= 2**64 - 1
-    words = [torch.full((), w, dtype=torch.int64, device=device) for w in (seed & MASK32, seed >> 32)]
+    0-dim device tensor (capturable): read on the device, never on the host."""
     t = (
         step.to(device=device, dtype=torch.int64)
         if isinstance(step, Tensor)
         else torch.full((), int(step), dtype=torch.int64, device=device)
     )
-    return torch.stack([*words, t & MASK32, torch.full((), tensor & MASK32, dtype=torch.int64, device=device)])
+    tail = torch.stack([t & MASK32, torch.full((), tensor & MASK32, dtype=torch.int64, device=device)])
+    return torch.cat([seed_words(seed, device), tail])
 
 
 def _range_normals(n: int, start: Tensor, key: Tensor) -> Tensor:
@@ -193,18 +199,19 @@ def noise_of(like: Tensor, generator: Optional[torch.Generator], seed: Optional[
 def philox_noise(like: Tensor, key: Tensor, compiled: bool = True) -> Tensor:
     """Standard normals of ``like``'s shape and dtype (computed in float32). A DTensor gets its local
     shard's elements only: each rank computes its own, and together they are the whole tensor's noise."""
-    if not is_dtensor(like):
-        return range_normals(like.numel(), 0, key, compiled).view(like.shape).to(like.dtype)
-    from torch.distributed.tensor import DTensor
-
     shape, where = shard_indices(like)
     if isinstance(where, int):
         mine = range_normals(math.prod(shape), where, key, compiled)
-    else:
+    else:  # a block that is not one range of the whole tensor (not FSDP2's rows): its own indices, eagerly
         GENERATED[0] += where.numel()
         mine = normals(where.to(key.device), key)
+    mine = mine.view(shape).to(like.dtype)
+    if not is_dtensor(like):
+        return mine
+    from torch.distributed.tensor import DTensor
+
     return DTensor.from_local(
-        mine.view(shape).to(like.dtype),
+        mine,
         like.device_mesh,
         like.placements,
         run_check=False,

@@ -90,7 +90,7 @@ def select_configs(runs: pd.DataFrame) -> dict:
                 count=("final_eval_acc", "count"),
                 lr=("lr", "first"),
                 trial=("trial", "min"),
-                seeds=("seed", lambda s: frozenset(s)),
+                seeds=("seed", frozenset),
             )
             .reset_index()
         )
