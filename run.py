@@ -22,6 +22,19 @@ _ROOT = str(Path(__file__).resolve().parent)
 if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
+
+def _start_workers_early(argv: list[str]) -> None:
+    """The parallel launcher's workers fork from a server that imports torch and the harness (seconds):
+    start it first thing, so that it imports while this process imports Hydra and checks the command."""
+    if "hydra/launcher=parallel" in argv and not any(a.startswith("hydra.launcher.start_method=") for a in argv):
+        from runners.sweep.pool import start_forkserver
+
+        start_forkserver()
+
+
+if __name__ == "__main__":
+    _start_workers_early(sys.argv[1:])
+
 import hydra  # noqa: E402 - PYTHONPATH is set first, for the job processes
 from hydra.core.hydra_config import HydraConfig  # noqa: E402 - PYTHONPATH is set first, for the job processes
 from hydra.types import RunMode  # noqa: E402 - PYTHONPATH is set first, for the job processes

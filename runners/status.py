@@ -7,8 +7,9 @@
 Counts the runs by status (``runners.outcomes``) and lists those that are not done: interrupted
 (whose owner is gone), running (with its heartbeat age), failed (the error's first line), diverged
 (the epoch) and stale (each difference from what would run now: the code version, a package's
-version, the device type). Given the overrides of a ``run.py -m`` sweep, it also
-lists the planned runs that have no folder yet. It reads files only, starts nothing and exits 0.
+version, the device type), and the commands of the sweeps that wrote there (launcher included).
+Given the overrides of a ``run.py -m`` sweep, it also lists the planned runs that have no folder yet.
+It reads files only, starts nothing and exits 0.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 from .outcomes import STATUSES, recorded_warnings
+from .sweep.sweeps import recorded_sweeps
 
 __all__ = ["planned_runs", "current_identity", "main"]
 
+SWEEPS_SHOWN = 5
 ORDER = ("done", "diverged", "stale", "running", "interrupted", "failed", "unreadable")
 
 
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
         print(f"status: {args.results_dir} is not a folder; pass a sweep's results_dir (e.g. outputs)", file=sys.stderr)
         return 2
     from .report.collect import collect
+    from .report.paths import shown_command
 
     records = collect(args.results_dir, stale=current_identity()).records
     counts = Counter(r["status"] for r in records)
@@ -106,6 +110,12 @@ def main(argv=None) -> int:
         + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s])
         + (" (nothing here yet)" if not records else "")
     )
+    sweeps = recorded_sweeps(args.results_dir)
+    if sweeps:
+        shown = min(len(sweeps), SWEEPS_SHOWN)
+        print(f"\nsweeps that wrote here ({len(sweeps)}; the last {shown}, each command re-runs it as it ran):")
+        for when, command in sweeps[-SWEEPS_SHOWN:]:
+            print(f"  {when}: {shown_command(command)}")
     warned = [(r["run_dir"], w) for r in records for w in recorded_warnings(r.get("info"))]
     if warned:
         print("\nwarnings the runs recorded (their numbers are unaffected):")

@@ -238,35 +238,26 @@ def step(device: str, repeats: int) -> list[dict]:
 
 def parallel(dataset: str) -> list[dict]:
     """Runs per GPU from 1 to 16 against the serial launcher, on one sweep (scripts/bench_parallel.py)."""
-    from scripts.bench_parallel import launch, sweep_args
+    from scripts.bench_parallel import ROOT, launch, sweep_args
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
-        wall, peak = launch([*sweep_args(dataset, 12), f"results_dir={tmp}/serial"])
+        wall, peak, _, startup = launch(sweep_args(dataset, 12), Path(tmp) / "serial", ROOT)
         rows.append(dict(section="parallel", name="serial_wall_s", value=round(wall, 1), unit="s", note=dataset))
+        rows.append(dict(section="parallel", name="serial_startup_s", value=round(startup, 2), unit="s", note=dataset))
         gpus = max(torch.cuda.device_count(), 1)
         for per_gpu in (1, 2, 4, 8, 16):
             extra = ["hydra/launcher=parallel", f"hydra.launcher.runs_per_gpu={per_gpu}"]
-            wall_p, peak_p = launch([*sweep_args(dataset, 12), *extra, f"results_dir={tmp}/gpu{per_gpu}"])
+            wall_p, peak_p, _, startup_p = launch([*sweep_args(dataset, 12), *extra], Path(tmp) / f"gpu{per_gpu}", ROOT)
             note = f"{dataset}, {gpus} GPU(s), peak host {peak_p:.0f} MiB (serial {peak:.0f})"
-            rows.append(
-                dict(
-                    section="parallel",
-                    name=f"runs_per_gpu_{per_gpu}_wall_s",
-                    value=round(wall_p, 1),
-                    unit="s",
-                    note=note,
+            for name, value, unit in (
+                ("wall_s", round(wall_p, 1), "s"),
+                ("speedup", round(wall / wall_p, 2), "x"),
+                ("startup_s", round(startup_p, 2), "s"),
+            ):
+                rows.append(
+                    dict(section="parallel", name=f"runs_per_gpu_{per_gpu}_{name}", value=value, unit=unit, note=note)
                 )
-            )
-            rows.append(
-                dict(
-                    section="parallel",
-                    name=f"runs_per_gpu_{per_gpu}_speedup",
-                    value=round(wall / wall_p, 2),
-                    unit="x",
-                    note=note,
-                )
-            )
     return rows
 
 

@@ -1,8 +1,9 @@
-"""hydra/launcher=parallel: a capped number of runs side by side, each in its own process, with every
-promise of the serial launcher (locks, skip and resume, the summary), checked with real processes."""
+"""hydra/launcher=parallel: a capped number of long-lived workers running a sweep's runs side by side, with
+every promise of the serial launcher (locks, skip and resume, the summary), checked with real processes."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,20 +121,27 @@ SLOW = ["trainer.epochs=4", "trainer.batch_size=4"]  # ~400 steps an epoch: seco
 
 
 @pytest.mark.slow
-def test_a_killed_worker_leaves_its_run_interrupted_counted_and_resumable(tmp_path):
+def test_a_killed_worker_costs_its_run_only_and_a_new_worker_takes_the_rest_of_the_queue(tmp_path):
     results = tmp_path / "results"
-    proc = _start(tmp_path, results, *PARALLEL, "optimizer=adamw", "seed=0,1", "data.image_size=16", *SLOW)
+    sweep = [*PARALLEL, "optimizer=adamw", "seed=0,1,2,3", "data.image_size=16", *SLOW]
+    proc = _start(tmp_path, results, *sweep)
     victim = _wait_for_training(results, 1)[0]
     os.kill(victim["owner"]["pid"], signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err[-2000:]
-    assert "1 done, 1 interrupted" in out and "INTERRUPTED" in err and "the same command resumes it" in err
+    assert "3 done, 1 interrupted" in out and "INTERRUPTED" in err and "the same command resumes it" in err
+    assert f"its worker process (pid {victim['owner']['pid']}) died" in err
+    infos = _infos(results)
+    workers = {i["owner"]["pid"] for i in infos if i["status"] == "done"}
+    assert victim["owner"]["pid"] not in workers and len(workers) == 2  # the survivor and its replacement
+    # a worker runs job after job: 4 runs came from 3 processes, not 4
+    assert len({i["owner"]["pid"] for i in infos}) == 3
     status = subprocess.run(
         [sys.executable, "-m", "runners.status", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert "1 interrupted" in status.stdout
-    again = _run(tmp_path, results, *PARALLEL, "optimizer=adamw", "seed=0,1", "data.image_size=16", *SLOW)
-    assert again.returncode == 0 and "1 done, 1 skipped" in again.stdout
+    again = _run(tmp_path, results, *sweep)
+    assert again.returncode == 0 and "1 done, 3 skipped" in again.stdout
 
 
 @pytest.mark.slow
@@ -156,7 +164,7 @@ def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_on
     deadline, lines = time.monotonic() + 120, []
     while len(lines) < 2 and time.monotonic() < deadline:  # each job's log (python -u) says where it resumed
         time.sleep(0.5)
-        logs = (results / ".hydra").rglob("*_log.out")
+        logs = (results / ".hydra").rglob(".workers/worker*.log")
         lines = [line for log in logs for line in log.read_text().splitlines() if line.startswith("resuming ")]
     third.send_signal(signal.SIGINT)
     assert third.wait(timeout=120) == 130
@@ -166,6 +174,39 @@ def test_a_second_launch_trains_nothing_twice_and_ctrl_c_stops_every_run_with_on
         at = [int(line.rsplit("at epoch ", 1)[1].split("/")[0]) for line in lines if info["run_dir"] in line]
         # its last checkpoint's epoch + 1 (a kill between run.json's and the checkpoint's write: one less)
         assert len(at) == 1 and 2 <= at[0] and done <= at[0] <= done + 1, lines
+
+
+@pytest.mark.slow
+def test_a_tracker_failure_and_the_command_survive_the_parallel_launcher(tmp_path):
+    """A tracker's failure in a worker reaches the sweep summary and runners.status, not only a worker's
+    log; the report's command re-runs the sweep under the same launcher with nothing stale."""
+    results = tmp_path / "results"
+    sweep = [*PARALLEL, "+logger.flaky._target_=tests.plugin_trackers.FailsOnFirstLog", "seed=0,1"]
+    first = _run(tmp_path, results, *sweep, "data.image_size=8", "trainer.epochs=1", "trainer.progress=off")
+    assert first.returncode == 0 and "2 done" in first.stdout, first.stderr[-2000:]
+    summary = [ln for ln in first.stderr.splitlines() if "WARNING logger flaky failed" in ln]
+    assert len(summary) == 1 and "in 2 run(s)" in summary[0] and "went away" in summary[0]
+    status = subprocess.run(
+        [sys.executable, "-m", "runners.status", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert status.stdout.count("logger flaky failed") == 2 and "warnings the runs recorded" in status.stdout
+    command = json.loads((results / "report" / "summary.json").read_text())["command"]
+    assert f": {command}\n" in status.stdout  # runners.status shows the same command
+    assert command.startswith("python run.py -m hydra/launcher=parallel hydra.launcher.workers=2"), command
+    args = shlex.split(command)[2:]  # after "python run.py"
+    again = subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and "2 skipped" in again.stdout and "stale" not in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_start_are_one_line_and_nothing_runs(tmp_path):
+    (tmp_path / "not-a-folder").write_text("")
+    proc = _run(tmp_path, tmp_path / "results", *PARALLEL, f"hydra.launcher.log_dir={tmp_path / 'not-a-folder'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "error: the parallel launcher's workers did not start" in proc.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "results").rglob("run.json"))
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,29 @@ def test_the_reports_command_keeps_the_launcher_it_ran_under():
     )
 
 
+def test_runners_status_reads_each_sweeps_command_from_hydras_own_record(tmp_path):
+    """Issue 45: runners.status names the command of every sweep that wrote a folder, launcher included,
+    read from Hydra's multirun.yaml; one it cannot read is said, not skipped."""
+    from omegaconf import OmegaConf
+
+    from runners.sweep.sweeps import recorded_sweeps
+
+    sweep = tmp_path / ".hydra" / "sweeps" / "2026-12-04_00-00-00"
+    sweep.mkdir(parents=True)
+    overrides = {
+        "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=parallel", "hydra.launcher.workers=2"],
+        "task": ["seed=0,1"],
+    }
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": overrides}, "seed": 0}), sweep / "multirun.yaml")
+    broken = tmp_path / ".hydra" / "sweeps" / "2026-12-04_00-00-01"
+    broken.mkdir()
+    (broken / "multirun.yaml").write_text("hydra: [unclosed")
+    assert recorded_sweeps(tmp_path) == [
+        ("2026-12-04_00-00-00", "python run.py -m hydra/launcher=parallel hydra.launcher.workers=2 seed=0,1"),
+        ("2026-12-04_00-00-01", "(unreadable multirun.yaml: ParserError)"),
+    ]
+
+
 def test_a_failed_tracker_is_off_only_for_its_own_sweep(tmp_path, capsys):
     """Off for the rest of the sweep (same results folder, same process) and for no other: another study,
     or the next sweep (forget_failures at its start), tries it again."""

@@ -1,25 +1,26 @@
-"""``hydra/launcher=parallel``: a sweep's runs side by side on this machine, at most ``workers`` at once.
+"""``hydra/launcher=parallel``: a sweep's runs side by side on this machine, on long-lived workers.
 
     python run.py -m hydra/launcher=parallel optimizer=thermolion,adamw seed=0,1,2
     python run.py -m hydra/launcher=parallel hydra.launcher.workers=8 hydra.launcher.runs_per_gpu=4 ...
 
-Built on submitit's local executor (the engine of ``hydra/launcher=local``), with a cap: each run is a
-job in its own process, so a crash, an out-of-memory kill or a CUDA error takes down that run only;
-the launcher starts the next job when one ends. Chosen over Hydra's joblib launcher (loky), whose
-workers are reused across runs and whose pool breaks when one is killed, and over a process pool for
-the same reasons. Each job sets its thread count (``threads_per_run``) before the run builds anything,
-and on a GPU machine gets one GPU through ``CUDA_VISIBLE_DEVICES``, ``runs_per_gpu`` jobs per GPU,
-round-robin. ``workers`` defaults to GPUs x ``runs_per_gpu``, else CPU cores / ``threads_per_run``.
+``workers`` processes live for the whole sweep (``runners.sweep.pool``): each imports torch and the
+harness once and keeps its compiled kernels, then runs job after job from the sweep's queue, so a
+run pays no process start-up. A worker that dies (SIGKILL, the OOM killer, a CUDA error) costs the
+run it held only: that run is recorded interrupted (its run folder says so, and the same command
+resumes it), a new worker takes the slot, and the queue goes on. Each worker has ``threads_per_run``
+threads and, on a GPU machine, one GPU through ``CUDA_VISIBLE_DEVICES``, ``runs_per_gpu`` workers
+per GPU, round-robin. ``workers`` defaults to GPUs x ``runs_per_gpu``, else CPU cores /
+``threads_per_run``. A run still going after ``timeout_min`` is stopped (and resumable).
 
 Everything the serial launcher promises holds, because it lives in the job itself: one owner per
 run (the run's LOCK), skip, resume and stale, the per-job status records and the end-of-sweep summary
-and report. A job whose process was killed is recorded as interrupted (its run folder says so, and
-the same command resumes it). Ctrl-C stops every job, records them as interrupted, and exits 130
-with one line instead of a traceback.
+and report. Ctrl-C stops every job, records them as interrupted, and exits 130 with one line instead
+of a traceback. Each worker's output is in ``<sweep dir>/.workers/worker<k>.log``; what a run
+records (its status, error and warnings) reaches the launcher's lines and the summary.
 """
 
 import os
-import signal
+import pickle
 import sys
 import time
 from collections import deque
@@ -30,24 +31,27 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import open_dict
 
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from runners.sweep.hydra_glue import job_status, record_status
+from runners.sweep.pool import START_METHODS, Ended, WorkerPool
 from runners.sweep.progress import SweepProgress, show_progress
 
-POLL_S = 0.2  # how often the launcher looks for ended jobs (a run takes seconds at least)
+POLL_S = 0.2  # how often the launcher looks for ended jobs (a run takes a second at least)
 
 
 @dataclass
-class ParallelLauncherConf(LocalQueueConf):
+class ParallelLauncherConf:
     _target_: str = "hydra_plugins.thermolion_launcher.parallel.ParallelLauncher"
     workers: Optional[int] = None  # runs at once; None: GPUs x runs_per_gpu, else CPU cores / threads_per_run
-    threads_per_run: int = 1  # torch (and OpenMP) threads of each run
-    runs_per_gpu: int = 1  # runs sharing one GPU
+    threads_per_run: int = 1  # torch (and OpenMP) threads of each worker
+    runs_per_gpu: int = 1  # workers sharing one GPU
     timeout_min: int = 24 * 60  # a run still going after this is stopped (then resumable)
-    submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
+    start_method: str = "forkserver"  # or spawn: a fresh interpreter per worker (slower to start and replace)
+    pin_cores: bool = True  # each worker on its own threads_per_run cores, where workers x threads fit
+    log_dir: str = "${hydra.sweep.dir}/.workers"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="parallel", node=ParallelLauncherConf, provider="thermolion")
@@ -58,103 +62,148 @@ def default_workers(threads_per_run: int, runs_per_gpu: int, gpus: int, cores: O
     return gpus * runs_per_gpu if gpus else max(1, (cores or 1) // threads_per_run)
 
 
-class ParallelLauncher(BaseSubmititLauncher):
-    _EXECUTOR = "local"
+def run_pickled(payload: bytes) -> bytes:
+    """In a worker: one job, sent and returned as cloudpickle, as submitit does (the task function lives
+    in run.py's ``__main__``, and Hydra's plugin scan re-imports the config classes a result refers to)."""
+    import cloudpickle
 
-    def __init__(self, workers: Optional[int] = None, threads_per_run: int = 1, runs_per_gpu: int = 1, **params):
-        super().__init__(**params)
-        for name, value in (("threads_per_run", threads_per_run), ("runs_per_gpu", runs_per_gpu), ("workers", workers)):
+    launcher, args = cloudpickle.loads(payload)
+    return cloudpickle.dumps(launcher(*args))
+
+
+class ParallelLauncher(Launcher):
+    def __init__(
+        self,
+        workers: Optional[int] = None,
+        threads_per_run: int = 1,
+        runs_per_gpu: int = 1,
+        timeout_min: int = 24 * 60,
+        start_method: str = "forkserver",
+        pin_cores: bool = True,
+        log_dir: str = ".workers",
+    ) -> None:
+        checks = (("threads_per_run", threads_per_run), ("runs_per_gpu", runs_per_gpu), ("workers", workers))
+        for name, value in (*checks, ("timeout_min", timeout_min)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 sys.exit(f"error: hydra.launcher.{name} must be an integer >= 1, got {value!r}")
+        if start_method not in START_METHODS:
+            methods = ", ".join(START_METHODS)
+            sys.exit(f"error: hydra.launcher.start_method must be one of {methods}, got {start_method!r}")
         self.workers, self.threads_per_run, self.runs_per_gpu = workers, threads_per_run, runs_per_gpu
+        self.timeout_s, self.start_method, self.log_dir = timeout_min * 60, start_method, log_dir
+        self.pin_cores = bool(pin_cores)
+        self.config = self.hydra_context = self.task_function = None
 
-    def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state, threads: int = 1):
-        """Runs in the job's own process: its thread count first, then the run as Hydra's launchers run it."""
-        import torch
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
-        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+    def __call__(self, sweep_overrides, job_num: int, singleton_state) -> JobReturn:
+        """In a worker: the run as Hydra's launchers run a job."""
+        import cloudpickle
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(sweep_overrides))
+        with open_dict(sweep_config.hydra.job) as job:
+            job.id, job.num = f"{os.getpid()}_{job_num}", job_num
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        try:
+            cloudpickle.dumps(ret._return_value)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle comes back as its text
+            ret.return_value = RuntimeError(repr(ret._return_value))
+        return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
+        import cloudpickle
         import torch
 
         gpus = torch.cuda.device_count()
         workers = self.workers or default_workers(self.threads_per_run, self.runs_per_gpu, gpus, os.cpu_count())
+        workers = min(workers, len(job_overrides)) or 1
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        executor = submitit.LocalExecutor(folder=self.params["submitit_folder"])
-        executor.update_parameters(timeout_min=self.params["timeout_min"])
-        free_gpus = [g for _ in range(self.runs_per_gpu) for g in range(gpus)]  # round-robin over GPUs
-        todo = deque(enumerate(job_overrides))
-        running: dict = {}  # job -> (position, overrides, gpu, started)
-        returns: list = [None] * len(job_overrides)
         print(
             f"[parallel] {len(job_overrides)} run(s), at most {workers} at once, {self.threads_per_run} thread(s) each"
             + (f", {self.runs_per_gpu} per GPU on {gpus} GPU(s)" if gpus else ""),
             flush=True,
         )
+        pool = WorkerPool(
+            workers,
+            self.threads_per_run,
+            [k % gpus for k in range(workers)] if gpus else [],
+            Path(str(self.log_dir)),
+            self.start_method,
+            self.pin_cores,
+        )
+        todo = deque(enumerate(job_overrides))
+        returns: list = [None] * len(job_overrides)
         progress = SweepProgress(
             len(job_overrides), show_progress(str(self.config.trainer.get("progress", "auto"))), parallel=workers
         )
+        state = Singleton.get_state()
         try:
-            while todo or running:
-                while todo and len(running) < workers:
+            _start(pool)
+            while todo or pool.busy():
+                for worker in pool.idle():
+                    if not todo:
+                        break
                     i, overrides = todo.popleft()
-                    gpu = free_gpus.pop(0) if free_gpus else None
-                    executor.update_parameters(
-                        gpus_per_node=0 if gpu is None else 1, visible_gpus=() if gpu is None else (gpu,)
-                    )
-                    idx = initial_job_idx + i
-                    job = _submit_ignoring_sigint(
-                        executor,
-                        self,
-                        list(overrides),
-                        "hydra.sweep.dir",
-                        idx,
-                        f"job_id_for_{idx}",
-                        Singleton.get_state(),
-                        self.threads_per_run,
-                    )
-                    running[job] = (i, overrides, gpu, time.monotonic())
-                progress.running = len(running)
+                    payload = cloudpickle.dumps((self, (list(overrides), initial_job_idx + i, state)))
+                    pool.submit(worker, (i, overrides), run_pickled, payload)
+                progress.running = len(pool.busy())
                 progress.refresh()
-                time.sleep(POLL_S)
-                for job in [j for j in running if j.done()]:
-                    i, overrides, gpu, started = running.pop(job)
-                    if gpu is not None:
-                        free_gpus.append(gpu)
-                    returns[i] = self._outcome(job, sweep_dir, initial_job_idx + i, overrides)
-                    progress.running = len(running)
-                    progress.update(job_status(returns[i]), time.monotonic() - started)
+                for ended in pool.wait(POLL_S):
+                    i, overrides = ended.job
+                    returns[i] = self._outcome(ended, sweep_dir, initial_job_idx + i, overrides)
+                    progress.running = len(pool.busy())
+                    progress.update(job_status(returns[i]), time.monotonic() - ended.worker.since)
+                for worker in pool.busy():
+                    if time.monotonic() - worker.since > self.timeout_s:
+                        i, overrides = worker.job
+                        pool.stop(worker)
+                        why = f"stopped after timeout_min={self.timeout_s // 60}"
+                        returns[i] = _interrupted(sweep_dir, initial_job_idx + i, overrides, why)
+                        progress.update("interrupted", None)
         except KeyboardInterrupt:
-            self._stop(running, sweep_dir, initial_job_idx, progress)
+            self._stop(pool, sweep_dir, initial_job_idx, progress)
+        pool.close()
         progress.close()
         return returns
 
     @staticmethod
-    def _outcome(job, sweep_dir: Path, job_num: int, overrides) -> JobReturn:
-        """The job's JobReturn; a job whose process died (killed, out of memory) becomes an interrupted record."""
-        try:
-            ret = job.results()[0]
-            record = _status_record(sweep_dir, job_num)
-            if record:
-                print(_line(record), flush=True)
+    def _outcome(ended: Ended, sweep_dir: Path, job_num: int, overrides) -> JobReturn:
+        """The job's JobReturn; a job whose worker died (killed, out of memory) becomes an interrupted record."""
+        if ended.died:
+            return _interrupted(sweep_dir, job_num, overrides, ended.error)
+        if ended.error is not None:  # the job machinery itself raised: a failed record naming it
+            record = _record(sweep_dir, job_num, overrides, "failed", ended.error)
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+            ret.return_value = "failed"
+            print(_line(record), flush=True)
             return ret
-        except Exception as err:  # noqa: BLE001 - its run folder says interrupted; the same command resumes it
-            lines = str(err).strip().splitlines()
-            return _interrupted(sweep_dir, job_num, overrides, f"{type(err).__name__}: {lines[0] if lines else ''}")
+        record = _status_record(sweep_dir, job_num)
+        if record:
+            print(_line(record), flush=True)
+        try:
+            return pickle.loads(ended.value)
+        except Exception as err:  # noqa: BLE001 - its run folder and status record say how the run ended
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+            ret.return_value = (record or {}).get("status") or f"failed ({type(err).__name__}: {err})"
+            return ret
 
     @staticmethod
-    def _stop(running: dict, sweep_dir: Path, initial_job_idx: int, progress) -> None:
+    def _stop(pool: WorkerPool, sweep_dir: Path, initial_job_idx: int, progress) -> None:
         """Ctrl-C: stop every job (each run keeps its last checkpoint), record them, one line, exit 130."""
-        for job in running:
-            _kill_tree(int(job.job_id))  # the local executor's job id is its controller's PID
-        deadline = time.monotonic() + 30
-        while any(not j.done() for j in running) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        for _, (i, overrides, _, _) in running.items():
+        running = [w.job for w in pool.busy()]
+        for worker in pool.slots:
+            pool.stop(worker)
+        for i, overrides in running:
             _interrupted(sweep_dir, initial_job_idx + i, overrides, "stopped by Ctrl-C")
         progress.close()
         print(
@@ -166,34 +215,19 @@ class ParallelLauncher(BaseSubmititLauncher):
         sys.exit(130)
 
 
-def _submit_ignoring_sigint(executor, *args):
-    """submit, with the job's processes started with SIGINT ignored (inherited through exec, and Python
-    then installs no KeyboardInterrupt handler): Ctrl-C is the launcher's to handle."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _start(pool: WorkerPool) -> None:
+    """Start the workers; if they cannot start, one line naming their logs and exit 1, nothing run."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
-        return executor.submit(*args)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and its descendants (Linux /proc; elsewhere ``pid`` alone)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            parents.setdefault(ppid, []).append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    todo, tree = [pid], []
-    while todo:
-        tree.append(todo.pop())
-        todo += parents.get(tree[-1], [])
-    for p in reversed(tree):  # the runs first, then their controllers
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
+        pool.start()
+    except (BrokenProcessPool, OSError) as err:
+        for worker in pool.slots:
+            pool.stop(worker)
+        sys.exit(
+            f"error: the parallel launcher's workers did not start ({type(err).__name__}: {err}); their output is "
+            f"in {pool.log_dir}; hydra.launcher.start_method=spawn starts them without the forkserver"
+        )
 
 
 def _status_record(sweep_dir: Path, job_num: int) -> Optional[dict]:
@@ -215,14 +249,19 @@ def _line(record: dict) -> str:
     return "  ".join(parts)
 
 
-def _interrupted(sweep_dir: Path, job_num: int, overrides, error: str) -> JobReturn:
+def _record(sweep_dir: Path, job_num: int, overrides, status: str, error: str) -> dict:
     record = {
-        "status": "interrupted",
+        "status": status,
         "run_dir": f"job {job_num} ({' '.join(filter_overrides(overrides))})",
-        "error": f"{error}; the same command resumes it",
+        "error": error,
         "final": {},
     }
     record_status(str(sweep_dir), job_num, record)
+    return record
+
+
+def _interrupted(sweep_dir: Path, job_num: int, overrides, error: str) -> JobReturn:
+    record = _record(sweep_dir, job_num, overrides, "interrupted", f"{error}; the same command resumes it")
     print(_line(record), flush=True)
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     ret.return_value = "interrupted"

@@ -8,7 +8,6 @@ the sweep ends, prints one line per failed run and exits non-zero if any failed.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import sys
 import time
@@ -19,6 +18,7 @@ from hydra.experimental.callback import Callback
 
 from ..atomic import write_json
 from .progress import SweepProgress, show_progress, sweep_size
+from .sweeps import command_of
 
 
 def job_status(job_return) -> str:
@@ -49,15 +49,10 @@ def print_final_tables(out: Path, summary: dict) -> None:
         print("\n".join(rows))
 
 
-# Hydra's own overrides that decide how a sweep ran: re-running the shown command must run it the same way.
-_LAUNCH = ("hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.")
-
-
 def sweep_command(config) -> str:
     """``python run.py -m`` with the launcher's and sweeper's overrides, then the task's: the command that
     re-runs the sweep as it ran (``hydra/launcher=parallel hydra.launcher.workers=2`` included)."""
-    launch = [o for o in config.hydra.overrides.hydra if o.startswith(_LAUNCH)]
-    return shlex.join(["python", "run.py", "-m", *launch, *config.hydra.overrides.task])
+    return command_of(list(config.hydra.overrides.hydra), list(config.hydra.overrides.task))
 
 
 class SweepSummary(Callback):

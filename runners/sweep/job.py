@@ -265,6 +265,7 @@ def _train(
             )
         info["trackers"] = trackers.record()
     run.loss_every = trackers.every_steps
+    info["fit_started_at"] = time.time()  # data and model built: the first step is next (a launcher's start-up ends)
     rf.write_info(run_dir, info)
     try:
         _fit(cfg, run, run_dir, info, lock, trackers)
