@@ -156,3 +156,31 @@ def test_a_capturable_step_replays_in_a_cuda_graph_as_it_runs_eagerly():
     torch.cuda.synchronize()
     for a, b in zip(eager_params, graph_params):
         torch.testing.assert_close(b, a)
+
+
+def test_the_parallel_launcher_puts_runs_per_gpu_workers_on_each_gpu(tmp_path):
+    """hydra/launcher=parallel on a GPU machine: runs_per_gpu workers per GPU, round-robin through
+    CUDA_VISIBLE_DEVICES, every run on CUDA and done."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .test_harness import ROOT
+
+    gpus = torch.cuda.device_count()
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "hydra/launcher=parallel", "hydra.launcher.runs_per_gpu=2",
+         "optimizer=adamw,thermolion", "seed=0,1", "trainer.epochs=1", "data.image_size=16",
+         "trainer.progress=off", "hydra.callbacks.sweep_summary.report=false", f"results_dir={results}"],
+        cwd=ROOT, env={**os.environ, "THERMOLION_CACHE": str(tmp_path / "cache")}, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "4 done" in proc.stdout, proc.stderr[-2000:]
+    assert f"2 per GPU on {gpus} GPU(s)" in proc.stdout
+    infos = [json.loads(p.read_text()) for p in results.rglob("run.json") if ".hydra" not in p.parts]
+    assert len(infos) == 4 and {i["environment"]["device_type"] for i in infos} == {"cuda"}
+    logs = sorted(results.rglob(".workers/worker*.log"))
+    said = [log.read_text().splitlines()[0] for log in logs]
+    assert [line.rsplit("GPU ", 1)[1] for line in said] == [str(k % gpus) for k in range(min(2 * gpus, 4))]
