@@ -26,7 +26,9 @@ if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 def _start_workers_early(argv: list[str]) -> None:
     """The parallel launcher's workers fork from a server that imports torch and the harness (seconds):
     start it first thing, so that it imports while this process imports Hydra and checks the command."""
-    if "hydra/launcher=parallel" in argv and not any(a.startswith("hydra.launcher.start_method=") for a in argv):
+    sweep = "-m" in argv or "--multirun" in argv
+    spawn = any(a.startswith("hydra.launcher.start_method=") for a in argv)
+    if sweep and "hydra/launcher=parallel" in argv and not spawn:
         from runners.sweep.pool import start_forkserver
 
         start_forkserver()
