@@ -134,3 +134,38 @@ def test_a_worker_that_cannot_start_breaks_start_not_the_caller(tmp_path):
     with pytest.raises(BrokenProcessPool):
         pool.start()
     pool.stop(pool.slots[0])
+
+
+ORPHAN = """
+import os, sys, time
+from pathlib import Path
+from runners.sweep.pool import WorkerPool
+if __name__ == "__main__":
+    pool = WorkerPool(2, 1, [], Path(sys.argv[1]) / "logs", "forkserver")
+    pool.start()
+    pool.submit(pool.slots[0], "long", time.sleep, 60)
+    Path(sys.argv[1], "pids").write_text(" ".join(str(w.pid) for w in pool.slots))
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_workers_exit_when_their_launcher_is_killed(tmp_path):
+    """A SIGKILLed launcher leaves no worker behind, busy or idle (each would wait for jobs forever, and keep
+    the forkserver alive with it)."""
+    import subprocess
+    import sys
+
+    from runners.sweep.pool import WATCH_S, started_at
+
+    from .test_harness import ROOT
+
+    script = tmp_path / "launcher.py"
+    script.write_text(ORPHAN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    deadline = time.monotonic() + 10 * WATCH_S + 5
+    while any(started_at(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if started_at(p)], "workers outlived their launcher"

@@ -38,6 +38,7 @@ from typing import Any, Optional
 # wall time on 2 cores, where the workers compile it side by side.
 PRELOAD = ("torch", "runners.sweep.job", "hydra_plugins.thermolion_launcher.parallel", "timm.optim")
 START_METHODS = ("forkserver", "spawn")
+WATCH_S = 1.0  # how often a worker checks that its launcher is still there
 
 
 @dataclass
@@ -135,7 +136,7 @@ class WorkerPool:
             max_workers=1,
             mp_context=self.context,
             initializer=_init_worker,
-            initargs=(self.threads, worker.gpu, worker.cores, str(worker.log), self.start_method),
+            initargs=(self.threads, worker.gpu, worker.cores, str(worker.log), self.start_method, _me()),
         )
         worker.starts += 1
         with sigint_ignored():  # the process (and the forkserver, when it starts) inherit SIG_IGN
@@ -176,8 +177,36 @@ def core_sets(workers: int, threads: int, available: Sequence[int]) -> list[Opti
     return [set(cores[k * threads : (k + 1) * threads]) for k in range(workers)]
 
 
-def _init_worker(threads: int, gpu: Optional[int], cores: Optional[set], log: str, start_method: str) -> None:
-    """In the worker, before its first job: its log, its threads, its GPU and cores, then the imports."""
+def _me() -> tuple[int, Optional[str]]:
+    return os.getpid(), started_at(os.getpid())
+
+
+def started_at(pid: int) -> Optional[str]:
+    """A process's start time (Linux: clock ticks since boot), which with the pid names it even after the
+    pid is reused; None when there is no such process (or it is a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _exit_when_gone(pid: int, started: Optional[str]) -> None:
+    """A worker's watch on its launcher: once the launcher is gone (SIGKILLed, say), the worker exits, its run
+    interrupted and resumable, instead of waiting for jobs forever (it holds its own queue's write end, so it
+    never reads an end of file) and keeping the forkserver alive with it."""
+    if started is None:  # no /proc to read it from: no watch
+        return
+    while started_at(pid) == started:
+        time.sleep(WATCH_S)
+    os._exit(3)
+
+
+def _init_worker(
+    threads: int, gpu: Optional[int], cores: Optional[set], log: str, start_method: str, launcher: tuple
+) -> None:
+    """In the worker, before its first job: its log, its threads, its GPU and cores, a watch on the launcher,
+    then the imports."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -191,6 +220,8 @@ def _init_worker(threads: int, gpu: Optional[int], cores: Optional[set], log: st
 
     import torch
     from tqdm import tqdm
+
+    threading.Thread(target=_exit_when_gone, args=launcher, daemon=True, name="launcher-watch").start()
 
     torch.set_num_threads(threads)
     # tqdm's default lock is a multiprocessing one, a semaphore the resource tracker would report as leaked
