@@ -4,34 +4,39 @@
 
 Start-up: seconds until 2 workers have imported torch and the harness (spawn: a fresh interpreter each;
 forkserver: forked from a server that imported them once), and until a replacement worker is ready.
-A death: two jobs in flight on one shared pool (concurrent.futures' ProcessPoolExecutor, then loky's,
-joblib's engine), one worker SIGKILLed: what the other job gets. hydra/launcher=parallel uses one
-single-process executor per worker from a forkserver (runners/sweep/pool.py).
+A death: two jobs in flight on one shared pool of 2 (concurrent.futures' ProcessPoolExecutor, then loky's,
+joblib's engine), the first job's worker SIGKILLed: what the job on the other worker gets, 3 times.
+hydra/launcher=parallel uses one single-process executor per worker from a forkserver (runners/sweep/pool.py).
 """
 
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-PRELOAD = ["torch", "runners.sweep.job"]
+from runners.sweep.pool import PRELOAD  # noqa: E402 - after the path set-up above
 
 
 def warm() -> int:
-    import torch  # noqa: F401
+    """What a worker imports before its first job (the forkserver has it already)."""
+    import importlib
 
-    import runners.sweep.job  # noqa: F401
-
+    for module in PRELOAD:
+        importlib.import_module(module)
     return os.getpid()
 
 
-def nap(seconds: float) -> int:
+def nap(seconds: float, pid_file: Optional[str] = None) -> int:
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
     time.sleep(seconds)
     return os.getpid()
 
@@ -39,7 +44,7 @@ def nap(seconds: float) -> int:
 def start_cost(method: str, workers: int = 2) -> tuple[float, float]:
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(PRELOAD)
+        ctx.set_forkserver_preload(list(PRELOAD))
     t = time.perf_counter()
     pools = [ProcessPoolExecutor(1, mp_context=ctx) for _ in range(workers)]
     for f in [p.submit(warm) for p in pools]:
@@ -54,32 +59,37 @@ def start_cost(method: str, workers: int = 2) -> tuple[float, float]:
     return ready, again
 
 
-def one_death(executor) -> list[str]:
-    """Two jobs in flight, the worker of the second one killed: what each job's future gives."""
-    first = executor.submit(nap, 4)
-    victim = executor.submit(nap, 4)
-    time.sleep(1.5)  # both running
-    pids = list(executor._processes)  # noqa: SLF001 - the pool's worker PIDs, to kill one
-    os.kill(pids[-1], signal.SIGKILL)
-    out = []
-    for f in (first, victim):
-        try:
-            out.append(f"finished (pid {f.result()})")
-        except Exception as err:  # noqa: BLE001 - what the engine raises is the finding
-            out.append(type(err).__name__)
+def one_death(executor) -> str:
+    """Two jobs in flight on two workers, the first job's worker killed: what the other job's future gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [Path(tmp) / "a", Path(tmp) / "b"]
+        jobs = [executor.submit(nap, 10, str(f)) for f in files]
+        deadline = time.monotonic() + 60
+        while not all(f.exists() for f in files) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(f.read_text()) for f in files]
+    assert pids[0] != pids[1], "both jobs ran in one worker"
+    os.kill(pids[0], signal.SIGKILL)
+    try:
+        other = f"finished (pid {jobs[1].result()})"
+    except Exception as err:  # noqa: BLE001 - what the engine raises is the finding
+        other = type(err).__name__
     executor.shutdown()
-    return out
+    return other
 
 
 def main() -> int:
     for method in ("spawn", "forkserver"):
         ready, again = start_cost(method)
         print(f"{method:10s}: 2 workers with torch and the harness in {ready:.2f} s; a replacement in {again:.2f} s")
-    shared = one_death(ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")))
-    print(f"one concurrent.futures pool of 2, one worker killed: the jobs in flight -> {shared}")
     from joblib.externals.loky import get_reusable_executor
 
-    print(f"one loky pool of 2, one worker killed: the jobs in flight -> {one_death(get_reusable_executor(2))}")
+    for name, make in (
+        ("concurrent.futures", lambda: ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))),
+        ("loky", lambda: get_reusable_executor(2)),
+    ):
+        seen = [one_death(make()) for _ in range(3)]
+        print(f"one {name} pool of 2, one worker SIGKILLed mid-job, 3 times: the other worker's job -> {seen}")
     return 0
 
 

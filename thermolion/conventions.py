@@ -1,7 +1,9 @@
 """torch.optim's conventions, with torch's own rules and messages, for ThermoLion's constructor and
 ``_init_group``: the step count as a tensor of torch's scalar dtype, a tensor lr, finite hyperparameters,
 and the devices ``fused=True`` accepts. ``tests/test_thermolion_conventions.py`` compares them with
-``torch.optim.Adam``'s."""
+``torch.optim.Adam``'s. Also the one place ThermoLion departs from them: ``Optimizer.load_state_dict``
+casts state to each parameter's dtype, and ThermoLion keeps a bf16/fp16 parameter's moments in float32
+across a save and load, as a fresh optimizer keeps them (its load_state_dict hooks below)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,18 @@ from typing import Optional, Union
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 from torch.optim.optimizer import _get_scalar_dtype
 
-__all__ = ["as_step_tensor", "check_fused_device", "check_lr", "check_finite_at_least", "check_dtensor_support"]
+__all__ = [
+    "as_step_tensor",
+    "check_fused_device",
+    "check_lr",
+    "check_finite_at_least",
+    "check_dtensor_support",
+    "stash_moments",
+    "restore_float32_moments",
+]
 
 # DTensor parameters (FSDP2's fully_shard, tensor parallelism) need DTensor sharding rules for every
 # foreach op of the update; torch 2.11 and 2.12 lack _foreach_tanh's (make test-compat found it).
@@ -76,3 +87,24 @@ def check_dtensor_support(optimizer: torch.optim.Optimizer, version: str = torch
             f"ThermoLion on DTensor parameters (FSDP2's fully_shard, tensor parallelism) needs torch >= "
             f"{DTENSOR_MIN_TORCH}, and this is torch {version}: upgrade torch, or wrap the model in DDP instead"
         )
+
+
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def stash_moments(optimizer: Optimizer, state_dict: dict) -> None:
+    """load_state_dict's pre hook: keep the saved moments as saved, before the cast to the parameters' dtype."""
+    optimizer.__dict__["_loaded_moments"] = {  # read once by the post hook, which pops it
+        idx: {k: s[k] for k in _MOMENTS if torch.is_tensor(s.get(k))} for idx, s in state_dict["state"].items()
+    }
+
+
+def restore_float32_moments(optimizer: Optimizer) -> None:
+    """load_state_dict's post hook: a bf16/fp16 parameter's moments back in float32."""
+    stash = optimizer.__dict__.pop("_loaded_moments", {})
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for idx, moments in stash.items():
+        p = params[idx]
+        if p.dtype in (torch.bfloat16, torch.float16) and p in optimizer.state:
+            for key, saved in moments.items():
+                optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)

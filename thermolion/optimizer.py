@@ -17,7 +17,15 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
 from .baselines import evaluate_closure, refuse_complex
-from .conventions import as_step_tensor, check_dtensor_support, check_finite_at_least, check_fused_device, check_lr
+from .conventions import (
+    as_step_tensor,
+    check_dtensor_support,
+    check_finite_at_least,
+    check_fused_device,
+    check_lr,
+    restore_float32_moments,
+    stash_moments,
+)
 from .functional import FUSED_MIN_ELEMENTS, NOISE_RNGS, NOISE_SCALES, thermolion
 from .generators import NoiseGenerators
 
@@ -219,8 +227,8 @@ class ThermoLion(Optimizer):
         self._reset_stats()
         # Optimizer.load_state_dict casts state to each parameter's dtype: keep bf16/fp16 parameters'
         # moments in float32 across a save/load (a resumed run), as a fresh optimizer keeps them.
-        self.register_load_state_dict_pre_hook(_stash_moments)  # type: ignore[arg-type]  # a ThermoLion's hooks
-        self.register_load_state_dict_post_hook(_restore_float32_moments)  # type: ignore[arg-type]
+        self.register_load_state_dict_pre_hook(stash_moments)
+        self.register_load_state_dict_post_hook(restore_float32_moments)
 
     # ---------------------------------------------------------------- state and diagnostics
     def _reset_stats(self) -> None:
@@ -381,22 +389,3 @@ class ThermoLion(Optimizer):
             if sample:
                 self._stat_elements += sum(p.numel() for p in params)
         return loss
-
-
-_MOMENTS = ("exp_avg", "exp_avg_sq")
-
-
-def _stash_moments(optimizer: ThermoLion, state_dict: dict) -> None:
-    optimizer.__dict__["_loaded_moments"] = {  # read once by the post hook, which pops it
-        idx: {k: s[k] for k in _MOMENTS if torch.is_tensor(s.get(k))} for idx, s in state_dict["state"].items()
-    }
-
-
-def _restore_float32_moments(optimizer: ThermoLion) -> None:
-    stash = optimizer.__dict__.pop("_loaded_moments", {})
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for idx, moments in stash.items():
-        p = params[idx]
-        if p.dtype in (torch.bfloat16, torch.float16) and p in optimizer.state:
-            for key, saved in moments.items():
-                optimizer.state[p][key] = saved.to(device=p.device, dtype=torch.float32)

@@ -62,13 +62,20 @@ def default_workers(threads_per_run: int, runs_per_gpu: int, gpus: int, cores: O
     return gpus * runs_per_gpu if gpus else max(1, (cores or 1) // threads_per_run)
 
 
-def run_pickled(payload: bytes) -> bytes:
-    """In a worker: one job, sent and returned as cloudpickle, as submitit does (the task function lives
-    in run.py's ``__main__``, and Hydra's plugin scan re-imports the config classes a result refers to)."""
+def run_pickled(launcher_and_state: bytes, overrides: list, job_num: int) -> bytes:
+    """In a worker: one job. The launcher (with Hydra's state) comes as cloudpickle, made once per sweep, and
+    the result goes back as cloudpickle, as submitit does: the task function lives in run.py's ``__main__``,
+    and Hydra's plugin scan re-imports the config classes a result refers to. A job's exception that does
+    not pickle comes back as its text."""
     import cloudpickle
 
-    launcher, args = cloudpickle.loads(payload)
-    return cloudpickle.dumps(launcher(*args))
+    launcher, state = cloudpickle.loads(launcher_and_state)
+    ret = launcher(overrides, job_num, state)
+    try:
+        return cloudpickle.dumps(ret)
+    except Exception:  # noqa: BLE001 - e.g. an exception holding a lock or an open file
+        ret.return_value = RuntimeError(repr(ret._return_value))
+        return cloudpickle.dumps(ret)
 
 
 class ParallelLauncher(Launcher):
@@ -97,27 +104,20 @@ class ParallelLauncher(Launcher):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def __call__(self, sweep_overrides, job_num: int, singleton_state) -> JobReturn:
+    def __call__(self, sweep_overrides: list, job_num: int, singleton_state) -> JobReturn:
         """In a worker: the run as Hydra's launchers run a job."""
-        import cloudpickle
-
         Singleton.set_state(singleton_state)
         setup_globals()
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(sweep_overrides))
         with open_dict(sweep_config.hydra.job) as job:
             job.id, job.num = f"{os.getpid()}_{job_num}", job_num
-        ret = run_job(
+        return run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
             config=sweep_config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-        try:
-            cloudpickle.dumps(ret._return_value)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle comes back as its text
-            ret.return_value = RuntimeError(repr(ret._return_value))
-        return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import cloudpickle
@@ -146,7 +146,7 @@ class ParallelLauncher(Launcher):
         progress = SweepProgress(
             len(job_overrides), show_progress(str(self.config.trainer.get("progress", "auto"))), parallel=workers
         )
-        state = Singleton.get_state()
+        launcher_and_state = cloudpickle.dumps((self, Singleton.get_state()))  # the same for every job
         try:
             _start(pool)
             while todo or pool.busy():
@@ -154,8 +154,8 @@ class ParallelLauncher(Launcher):
                     if not todo:
                         break
                     i, overrides = todo.popleft()
-                    payload = cloudpickle.dumps((self, (list(overrides), initial_job_idx + i, state)))
-                    pool.submit(worker, (i, overrides), run_pickled, payload)
+                    job = (launcher_and_state, list(overrides), initial_job_idx + i)
+                    pool.submit(worker, (i, overrides), run_pickled, *job)
                 progress.running = len(pool.busy())
                 progress.refresh()
                 for ended in pool.wait(POLL_S):
@@ -182,20 +182,15 @@ class ParallelLauncher(Launcher):
         if ended.died:
             return _interrupted(sweep_dir, job_num, overrides, ended.error)
         if ended.error is not None:  # the job machinery itself raised: a failed record naming it
-            record = _record(sweep_dir, job_num, overrides, "failed", ended.error)
-            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-            ret.return_value = "failed"
-            print(_line(record), flush=True)
-            return ret
+            print(_line(_record(sweep_dir, job_num, overrides, "failed", ended.error)), flush=True)
+            return _returned(overrides, "failed")
         record = _status_record(sweep_dir, job_num)
         if record:
             print(_line(record), flush=True)
         try:
             return pickle.loads(ended.value)
         except Exception as err:  # noqa: BLE001 - its run folder and status record say how the run ended
-            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-            ret.return_value = (record or {}).get("status") or f"failed ({type(err).__name__}: {err})"
-            return ret
+            return _returned(overrides, (record or {}).get("status") or f"failed ({type(err).__name__}: {err})")
 
     @staticmethod
     def _stop(pool: WorkerPool, sweep_dir: Path, initial_job_idx: int, progress) -> None:
@@ -263,6 +258,11 @@ def _record(sweep_dir: Path, job_num: int, overrides, status: str, error: str) -
 def _interrupted(sweep_dir: Path, job_num: int, overrides, error: str) -> JobReturn:
     record = _record(sweep_dir, job_num, overrides, "interrupted", f"{error}; the same command resumes it")
     print(_line(record), flush=True)
+    return _returned(overrides, "interrupted")
+
+
+def _returned(overrides, status: str) -> JobReturn:
+    """A job's return for a run the launcher accounts for itself (its status is the sweep summary's)."""
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    ret.return_value = "interrupted"
+    ret.return_value = status
     return ret
