@@ -57,9 +57,10 @@ __all__ = [
 STATUSES = {
     "done": "its own numbers",
     "diverged": "chance (100 / classes) for final and best accuracy; time-to-target infinite",
-    "failed": "no number; counted as attempted and named in its cell",
-    "interrupted": "no number; counted as attempted and named in its cell (the same command resumes it)",
-    "running": "no number until it ends; counted as attempted",
+    "failed": "no number; counted as attempted and named in its cell; a miss at chance across datasets",
+    "interrupted": "no number; counted as attempted and named in its cell (the same command resumes it); "
+    "a miss at chance across datasets",
+    "running": "no number until it ends; counted as attempted; a miss at chance across datasets",
     "stale": "as done or diverged, with a mixed-version warning (rerun=stale re-runs it)",
     "unreadable": "no number: its files cannot be read (a truncated metrics.csv, DONE without run.json)",
 }

@@ -127,7 +127,7 @@ def test_a_diverging_optimizer_stays_in_every_table_at_chance(tmp_path):
     table = pd.read_csv(section / "table_final.csv").set_index("optimizer")
     assert table.loc["sgd_lr=1000", ["mean", "n", "attempted", "done", "diverged"]].tolist() == [10.0, 2, 2, 0, 2]
     assert "chance (0/2, 2 diverged)" in (section / "table_final.md").read_text()
-    assert "| sgd_lr=1000 | 2 (2) | 1 |" in (section / "aggregate.md").read_text()
+    assert "| sgd_lr=1000 | 2 (2) | 0 | 1 |" in (section / "aggregate.md").read_text()  # runs (diverged), missing, datasets
     assert "never (0/2, 2 diverged)" in (section / "time_to_target.md").read_text()
     ttt = pd.read_csv(section / "time_to_target.csv")
     assert np.isinf(ttt[ttt["optimizer"] == "sgd_lr=1000"]["steps"]).all()
@@ -253,13 +253,22 @@ def test_restat_rebuilds_a_reports_stats_from_its_runs_table(tmp_path):
         fake_run(root, "mnist", "adam", seed, b)
     fake_run(root, "mnist", "thermolion", 3, 95.0, status="diverged")  # at chance in both
     fake_run(root, "mnist", "adam", 3, 80.0)
+    fake_run(root, "mnist", "adam", 4, 80.0, status="failed", done=False)  # a miss of thermolion's and adam's
     out = tmp_path / "report"
     build_report(root, out)
-    want = (out / "paper" / "stats.csv").read_text()
-    (out / "paper" / "stats.csv").write_text("")
+    want = {name: (out / "paper" / name).read_text() for name in ("stats.csv", "aggregate.csv", "aggregate.md")}
+    old = pd.read_parquet(out / "runs.parquet").drop(columns="record")  # as a report of older code wrote it:
+    old.loc[old["status"] == "failed", ["protocol", "dataset", "optimizer", "seed"]] = None  # no cell for a failed run
+    old.to_parquet(out / "runs.parquet")
+    (out / "epochs.parquet").unlink()
+    for name in want:
+        (out / "paper" / name).write_text("")
     proc = subprocess.run(
         [sys.executable, "scripts/restat.py", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert (out / "paper" / "stats.csv").read_text() == want and "1 comparisons from 8 runs" in proc.stdout
+    assert {name: (out / "paper" / name).read_text() for name in want} == want
+    assert "1 comparisons from 8 runs" in proc.stdout and "from 8 runs (9 attempted)" in proc.stdout
     assert pd.read_csv(out / "paper" / "stats.csv")["n"].tolist() == [4]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["missing"] for r in summary["protocols"]["paper"]["aggregate"]["table"]] == [1, 1]

@@ -1,6 +1,8 @@
 """Tables, statistics and figures from any results folder (``python -m runners.report``).
 
     python -m runners.report <results_dir> [--out results/<name>] [--baseline adam] [--candidate thermolion]
+    python -m runners.report <report>                      # rebuilt from its own tables, with this code
+    python -m runners.report <report or results> ... --out results/<name>   # several, merged
 
 Reads every run folder below ``results_dir`` (a folder with ``run.json`` or ``LOCK``) and gives each
 a status (``runners.outcomes``): done runs count with their numbers, diverged runs at chance accuracy
@@ -24,12 +26,15 @@ found, into ``<out>/<protocol>/``:
 and ``<out>/paper_comparison.md`` (our paper-protocol numbers next to the paper's) and
 ``<out>/summary.json`` (all of the above, machine-readable).
 
-Also, per section, ``aggregate.{md,csv,png}`` and ``critical_difference.png`` (across datasets),
-``time_to_target.{md,csv}`` and ``performance_profile.png``, and where tuning trials exist
-``tunability.{png,md,csv}``; at the top ``runs.parquet`` (one row per run folder).
+Also, per section, ``aggregate.{md,csv,png}`` and ``critical_difference.png`` (across datasets, from
+per-dataset blocks: ``blocks``), ``time_to_target.{md,csv}`` and ``performance_profile.png``, and where
+tuning trials exist ``tunability.{png,md,csv}``; at the top ``runs.parquet`` (one row per run folder),
+``epochs.parquet`` and ``evals.parquet`` (their rows): the report's own tables (``tables_io``), from which
+it can be rebuilt.
 
-One module per job: ``collect`` (reading run folders), ``tables``, ``stats`` (per-dataset paired
-tests), ``aggregate`` (cross-dataset statistics), ``time_to_target``, ``tunability``, ``tuning`` (lr
+One module per job: ``collect`` (reading run folders), ``tables_io`` (the report's own tables, written
+and read back), ``blocks`` (the grid every cross-dataset verdict uses), ``tables``, ``stats`` (per-dataset
+paired tests), ``aggregate`` (cross-dataset statistics), ``time_to_target``, ``tunability``, ``tuning`` (lr
 sensitivity, tuned re-runs), ``figures``, ``runs_table``, ``paper``, and ``build`` (the driver).
 """
 

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import pandas as pd
 
 from ..atomic import write_json, write_text
 from ..outcomes import recorded_warnings
+from ..run_folder import find_runs
 from .aggregate import write_aggregate
-from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, collect
+from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, assemble, read_run
 from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
 from .paths import section_title, shown_command, shown_path
-from .runs_table import runs_frame, write_runs_table
+from .runs_table import runs_frame
+from .tables_io import is_report, read_tables, write_tables
 from .self_tuning import is_self_tuning, tuned_reference, write_self_tuning
 from .stats import paired_stats, write_stats
 from .tables import final_table, markdown_table, package_mixes, write_final_tables, write_overhead
@@ -56,7 +59,7 @@ def reference_of(runs: pd.DataFrame, candidate: str) -> str:
 
 
 def build_report(
-    results_dir: Path,
+    results_dir: Union[Path, Sequence[Path]],
     out: Path,
     baseline: Optional[str] = None,
     candidate: Optional[str] = None,
@@ -64,17 +67,19 @@ def build_report(
     target_reference: Optional[str] = None,
     target: Optional[float] = None,
 ) -> dict:
-    """Every section of ``results_dir`` into ``out``. ``baseline`` (overhead ratios) and ``target_reference``
-    (time-to-target) default to the one reference optimizer, AdamW, or the first present in a section;
-    a name given explicitly must have runs here."""
-    results_dir, out = Path(results_dir), Path(out)
-    collected = _collect_checked(results_dir, baseline, target_reference, candidate)
+    """Every section of ``results_dir`` into ``out``. ``results_dir`` is a results folder (its run folders
+    are read), a report folder (its own tables are read: ``tables_io``), or several of either, merged.
+    ``baseline`` (overhead ratios) and ``target_reference`` (time-to-target) default to the one reference
+    optimizer, AdamW, or the first present in a section; a name given explicitly must have runs here."""
+    sources = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(p) for p in results_dir]
+    out = Path(out)
+    collected = _collect_checked(sources, baseline, target_reference, candidate)
     runs, excluded = collected.runs, collected.excluded
     candidate = candidate or "thermolion"
     out.mkdir(parents=True, exist_ok=True)
     _remove_old_sections(out, set(runs["protocol"].unique()))
     summary = {
-        "results_dir": shown_path(results_dir),
+        "results_dir": collected.source,
         "command": shown_command(command),
         "candidate": candidate,
         "baseline": baseline,
@@ -94,26 +99,40 @@ def build_report(
             times.append(ttt_runs)
     summary["paper_comparison"] = write_paper_comparison(runs, out, collected.attempts)  # None where none fits
     frame = runs_frame(collected.records, pd.concat(times) if times else pd.DataFrame())
-    table_path = write_runs_table(frame, out)
+    table_path = write_tables(frame, collected.read, out)
     summary["runs_table"] = table_path.name
     write_json(out / "summary.json", summary)
-    write_text(out / "README.md", _index(results_dir, out, command, summary, runs, excluded, table_path.name))
+    write_text(out / "README.md", _index(out, command, summary, runs, excluded, table_path.name))
     from .page import write_page  # lazily: `python -m runners.report.page` runs it as a script
 
     write_page(out)  # last: it links every file of the folder
     return summary
 
 
-def _collect_checked(results_dir: Path, *names: Optional[str]) -> Collected:
-    """The results folder's runs; a ReportError when there are none, or when a named optimizer has none."""
-    if not results_dir.is_dir():
-        raise ReportError(f"{results_dir} is not a folder; pass the results_dir of a sweep (e.g. outputs)")
-    collected = collect(results_dir)
+def _collect_checked(sources: list[Path], *names: Optional[str]) -> Collected:
+    """The runs of every source; a ReportError when there are none, or when a named optimizer has none."""
+    read, shown = [], []
+    for source in sources:
+        if not source.is_dir():
+            raise ReportError(f"{source} is not a folder; pass the results_dir of a sweep (e.g. outputs) or a report")
+        if is_report(source):  # its own tables; the runs keep the names they have there
+            records = read_tables(source)
+            shown.append(json.loads((source / "summary.json").read_text()).get("results_dir") or shown_path(source))
+        else:
+            records = [read_run(d, source) for d in find_runs(source)]
+            shown.append(shown_path(source))
+        if len(sources) > 1:  # merged: a run is named by its source too, so names stay distinct
+            prefix = shown_path(source).rstrip("/")
+            records = [{**r, "run_dir": f"{prefix}/{r['run_dir']}"} for r in records]
+        read += records
+    collected = assemble(read)
+    collected.source = " + ".join(shown)
     if collected.runs.empty:
         found = Counter(e["status"] for e in collected.excluded)
         by = ", ".join(f"{n} {s}" for s, n in found.items()) or "no run folders"
+        where = " ".join(shown_path(s) for s in sources)
         raise ReportError(
-            f"no finished runs under {results_dir} ({by}; python -m runners.status {shown_path(results_dir)} "
+            f"no finished runs under {where} ({by}; python -m runners.status {where} "
             "lists them); run a sweep first, e.g. python run.py -m optimizer=thermolion,adamw"
         )
     present = sorted(collected.runs["optimizer"].unique())
@@ -170,16 +189,16 @@ def _section(
     counts = write_stats(st, pout, candidate) if not st.empty else {}
     plot_convergence(pep, pout, protocol)
     lrs = sensitivity(prun)
-    ttt, ttt_runs = write_time_to_target(prun, curves, pout, protocol, reference, target)
+    ttt, ttt_runs = write_time_to_target(prun, curves, pout, protocol, reference, target, patt)
     self_tuning = None
     if is_self_tuning(prun):
         self_tuning = write_self_tuning(
-            prun, curves, pout, protocol, candidate, reference, tuned_reference(collected.runs, prun)
+            prun, curves, pout, protocol, candidate, reference, tuned_reference(collected.runs, prun), patt
         )
     return {
         "tuned": tuned,
         "tunability": tunability,
-        "aggregate": write_aggregate(prun, pout, protocol, candidate),
+        "aggregate": write_aggregate(prun, pout, protocol, candidate, patt),
         "time_to_target": ttt,
         "self_tuning": self_tuning,
         "lr_robustness": write_sensitivity(lrs, pout, protocol, candidate) if not lrs.empty else [],
@@ -226,7 +245,6 @@ def _warn_mixes(protocol: str, prun: pd.DataFrame) -> None:
 
 
 def _index(
-    results_dir: Path,
     out: Path,
     command: Optional[str],
     summary: dict,
@@ -236,7 +254,7 @@ def _index(
 ) -> str:
     """The report folder's README.md: what was counted, the diverged runs, the runs without a number, the files."""
     index = [
-        f"# Report for `{shown_path(results_dir)}`\n",
+        f"# Report for `{summary['results_dir']}`\n",
         f"Command: `{shown_command(command)}`\n" if command else "",
         f"{len(runs)} counted run(s) in {', '.join(sorted(summary['protocols']))} "
         f"({', '.join(f'{n} {s}' for s, n in summary['counted_runs'].items())}); {len(excluded)} without a number. "
@@ -280,8 +298,18 @@ def _epoch(value) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
-    ap.add_argument("results_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=None, help="default: <results_dir>/report")
+    ap.add_argument(
+        "results_dir",
+        type=Path,
+        nargs="+",
+        help="a results folder (its run folders), a report folder (rebuilt from its own tables), or several, merged",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: <results_dir>/report, or the report folder itself; needed with several sources",
+    )
     ap.add_argument(
         "--baseline",
         default=None,
@@ -295,10 +323,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--target", type=float, default=None, help="time-to-target: this accuracy (%%) on every dataset")
     args = ap.parse_args(argv)
-    out = args.out or args.results_dir / "report"
+    sources = args.results_dir
+    if args.out is None and len(sources) > 1:
+        print("report: several sources are merged into one report: say where with --out", file=sys.stderr)
+        return 2
+    out = args.out or (sources[0] if is_report(sources[0]) else sources[0] / "report")
     try:
         summary = build_report(
-            args.results_dir,
+            sources,
             out,
             args.baseline,
             args.candidate,

@@ -24,6 +24,8 @@ __all__ = [
     "Collected",
     "collect",
     "collect_runs",
+    "read_run",
+    "assemble",
     "DATASET_ORDER",
     "OPTIMIZER_ORDER",
     "_ordered",
@@ -47,6 +49,8 @@ class Collected:
     excluded: list[dict]  # failed, interrupted, running and unreadable runs, with the reason
     records: list[dict] = field(default_factory=list)  # every run folder, flattened (the runs table)
     attempts: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run with a config: its key and status
+    read: list[dict] = field(default_factory=list)  # what read_run read of each folder: the report's tables
+    source: str = ""  # the folder(s) read, as the report names them
 
 
 def collect_runs(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
@@ -59,30 +63,59 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
     """Every run folder under ``results_dir``, classified by ``runners.outcomes`` (``stale``: why a
     finished run would not give the same numbers now, to tell stale runs; None leaves that to the
     mixed-version warnings)."""
-    # Plain csv parsing and one DataFrame per kind at the end: per-file pandas calls cost ~10x more
+    results_dir = Path(results_dir)
+    return assemble([read_run(run_dir, results_dir, stale) for run_dir in rf.find_runs(results_dir)])
+
+
+def read_run(run_dir: Path, results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = None) -> dict:
+    """Everything the report reads of one run folder, as one record: ``run_dir`` (relative to the results
+    folder), ``status`` and ``reason`` (runners.outcomes), ``counted_as`` (what a stale run finished as),
+    ``info`` (run.json), ``metrics`` and ``evals`` (their rows, None where not read or not whole). The
+    report's tables (runs.parquet, epochs.parquet, evals.parquet) hold these records, so a report can be
+    rebuilt from them (``runners.report.tables_io``)."""
+    name = run_dir.relative_to(results_dir).as_posix()  # reports name runs relative to the results folder
+    try:
+        info = rf.read_info(run_dir)
+    except rf.UnreadableRecord as err:
+        return {"run_dir": name, "status": "unreadable", "reason": str(err), "info": None}
+    outcome = classify(run_dir, info, stale)
+    record = {"run_dir": name, "status": outcome.status, "reason": outcome.reason, "info": info or {}}
+    record["counted_as"] = outcome.finished_as or outcome.status  # a stale run counts as what it finished as
+    if record["counted_as"] == "done":
+        record["metrics"] = outcome.rows  # whole: classify calls a truncated metrics.csv unreadable
+        cfg = (info or {}).get("config") or {}
+        if cfg.get("trainer", {}).get("eval_every_steps") and (run_dir / rf.EVALS).exists():
+            fine, problem = rf.read_evals(run_dir)
+            record["evals"] = fine if problem is None else None
+    elif record["counted_as"] == "diverged":
+        record["metrics"] = rf.read_metrics(run_dir)[0]
+    return record
+
+
+def assemble(read: list[dict]) -> Collected:
+    """The report's frames from the records of ``read_run`` (from run folders or from a report's tables)."""
+    # Plain dicts and one DataFrame per kind at the end: per-row pandas calls cost ~10x more
     # and dominate on large folders (scripts/bench_report.py).
     runs, epochs, curves, excluded, records, attempts = [], [], [], [], [], []
-    for run_dir in rf.find_runs(results_dir):
-        name = run_dir.relative_to(results_dir).as_posix()  # reports name runs relative to the results folder
-        try:
-            info = rf.read_info(run_dir)
-        except rf.UnreadableRecord as err:
-            excluded.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
-            records.append({"run_dir": name, "status": "unreadable", "reason": str(err)})
+    for rec in read:
+        name, info = rec["run_dir"], rec.get("info")
+        if info is None:
+            excluded.append({"run_dir": name, "status": "unreadable", "reason": rec["reason"]})
+            records.append({"run_dir": name, "status": "unreadable", "reason": rec["reason"]})
             continue
-        outcome = classify(run_dir, info, stale)
-        status = outcome.finished_as or outcome.status  # a stale run counts as what it finished as
-        record = {"run_dir": name, "status": outcome.status, "reason": outcome.reason, "info": info or {}}
+        status = rec["counted_as"]
+        record = {"run_dir": name, "status": rec["status"], "reason": rec["reason"], "info": info}
         records.append(record)
-        cfg = (info or {}).get("config")
-        key = _key(run_dir, info, name) if cfg else None
+        cfg = info.get("config")
+        key = _key(Path(name), info, name) if cfg else None
         if status not in COUNTED:
-            excluded.append({"run_dir": name, "status": outcome.status, "reason": outcome.reason})
+            excluded.append({"run_dir": name, "status": rec["status"], "reason": rec["reason"]})
             if key:
-                attempts.append({**key, "status": outcome.status})
+                attempts.append({**key, "status": rec["status"]})
+                record.update({k: key[k] for k in ("protocol", "dataset", "optimizer", "seed")})  # its grid cell
             continue
         if status == "done":
-            rows = outcome.rows  # whole: classify calls a truncated metrics.csv unreadable
+            rows = [dict(r) for r in rec["metrics"]]
             if "step" not in rows[0]:  # runs written before the step column: full batches per epoch
                 per_epoch = -(
                     -int(info.get("sizes", {}).get("train", 0)) // int(cfg.get("trainer", {}).get("batch_size", 1))
@@ -91,9 +124,9 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
                     r["step"] = r["epoch"] * per_epoch
             run = {**key, "status": "done", **_metrics(rows)}
             epochs += [{**key, **r} for r in rows]
-            curves += _curve(run_dir, name, rows, bool(cfg.get("trainer", {}).get("eval_every_steps")))
+            curves += _curve(name, rows, rec.get("evals"))
         else:  # diverged: a result, at chance; no evaluation points (it never reaches a target)
-            rows, _ = rf.read_metrics(run_dir)
+            rows = rec.get("metrics")
             num_classes = DATASETS[cfg["data"]["name"]].num_classes
             level = chance(num_classes)
             epochs += [{**key, **r} for r in at_chance_epochs(rows or [], cfg, info, num_classes)]
@@ -113,17 +146,24 @@ def collect(results_dir: Path, stale: Optional[Callable[[dict], list[str]]] = No
         run["diverged_at_epoch"] = info.get("diverged_at_epoch")
         runs.append(run)
         attempts.append({**key, "status": run["status"]})
-        record.update(
-            run, status=outcome.status
-        )  # the runs table keeps "stale"; the statistics count what it finished as
+        record.update(run, status=rec["status"])  # the runs table keeps "stale"; the statistics count what it finished as
+    # In key order, not folder order: a sum over seeds then adds in the same order whatever the folders
+    # are called (a float sum's last bits depend on its order).
     return Collected(
-        pd.DataFrame(runs),
-        pd.DataFrame(epochs),
+        _in_key_order(pd.DataFrame(runs), []),
+        _in_key_order(pd.DataFrame(epochs), ["epoch"]),
         pd.DataFrame(curves, columns=["run_dir", "step", "epoch", "seconds", "eval_acc", "fine"]),
         excluded,
         records,
-        pd.DataFrame(attempts, columns=[*_KEY, "trial", "tuned_from", "status"]),
+        pd.DataFrame(attempts, columns=[*_KEY, "trial", "tuned_from", "num_classes", "status"]),
+        read,
     )
+
+
+def _in_key_order(frame: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame.sort_values(["protocol", "dataset", "optimizer", "seed", *then], kind="stable").reset_index(drop=True)
 
 
 _KEY = ("protocol", "dataset", "optimizer", "optimizer_name", "seed", "run_dir")
@@ -145,6 +185,7 @@ def _key(run_dir: Path, info: dict, name: str) -> dict:
         "run_dir": name,
         "trial": cfg.get("trial"),
         "tuned_from": cfg.get("tuned_from"),
+        "num_classes": getattr(DATASETS.get(cfg["data"]["name"]), "num_classes", None),
     }
 
 
@@ -247,13 +288,11 @@ def hardware_of(env: dict) -> str:
     return f"{device} ({', '.join(parts)})" if parts else device
 
 
-def _curve(run_dir: Path, name: str, rows: list[dict], fine: bool) -> list[tuple]:
-    """Evaluation points of a run: evals.csv (every few steps) when the run wrote one and it is whole,
-    else the epoch rows."""
-    if fine and (run_dir / rf.EVALS).exists():
-        fine, problem = rf.read_evals(run_dir)
-        if problem is None:
-            return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]
+def _curve(name: str, rows: list[dict], fine: Optional[list[dict]]) -> list[tuple]:
+    """Evaluation points of a run: evals.csv's rows (every few steps) when the run wrote one and it is
+    whole, else the epoch rows."""
+    if fine:
+        return [(name, r["step"], r["epoch"], r["train_seconds"], r["eval_acc"], True) for r in fine]
     seconds, out = 0.0, []
     for r in rows:
         seconds += r.get("train_time_s", r.get("epoch_time_s", math.nan))

@@ -56,8 +56,9 @@ def _finish_grid(fig, axes, used: int, cols: int, title: str, paths, bottom: flo
     fig.suptitle(title)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), frameon=False, fontsize=10)
-    for path in paths:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+    for path in paths:  # no creation date in a PDF: a rebuilt report's figure equals the first's byte for byte
+        metadata = {"CreationDate": None} if str(path).endswith(".pdf") else None
+        fig.savefig(path, dpi=110, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
 
 

@@ -174,7 +174,7 @@ def phase_figure(curves: pd.DataFrame) -> Optional[object]:
 
 
 def iqm_figure(table: list[dict]) -> Optional[object]:
-    """IQM of the normalised score with its 95% stratified-bootstrap interval, per optimizer."""
+    """IQM of the dataset scores with its 95% block-bootstrap interval (where it has one), per optimizer."""
     import plotly.graph_objects as go
 
     rows = [r for r in table if r.get("iqm") is not None and not pd.isna(r.get("iqm"))]
@@ -183,25 +183,29 @@ def iqm_figure(table: list[dict]) -> Optional[object]:
     style = styles([r["optimizer"] for r in rows])
     fig = go.Figure()
     for r in rows:
+        has_ci = r.get("iqm_low") is not None and not pd.isna(r.get("iqm_low"))  # blocks.py: none for some
+        name = f"{r['optimizer']} ({r['missing']} missing)" if r.get("missing") else r["optimizer"]
+        interval = f"[{r['iqm_low']:.3f}, {r['iqm_high']:.3f}]" if has_ci else f"(no CI: {r.get('no_ci')})"
         fig.add_trace(
             go.Scatter(
                 x=[r["iqm"]],
-                y=[r["optimizer"]],
+                y=[name],
                 mode="markers",
-                name=r["optimizer"],
+                name=name,
                 marker={"color": style[r["optimizer"]]["color"], "size": 10},
                 error_x={
                     "type": "data",
                     "symmetric": False,
                     "array": [r["iqm_high"] - r["iqm"]],
                     "arrayminus": [r["iqm"] - r["iqm_low"]],
-                },
-                hovertemplate=f"{r['optimizer']}: IQM %{{x:.3f}} "
-                f"[{r['iqm_low']:.3f}, {r['iqm_high']:.3f}]<extra></extra>",
+                }
+                if has_ci
+                else {"visible": False},
+                hovertemplate=f"{name}: IQM %{{x:.3f}} {interval}<extra></extra>",
             )
         )
     fig.update_layout(
-        title="IQM of the normalised score, 95% stratified-bootstrap CI",
+        title="IQM of the dataset scores, 95% block-bootstrap CI",
         height=max(260, 120 + 28 * len(rows)),
         template="plotly_white",
         yaxis={"autorange": "reversed"},

@@ -10,15 +10,14 @@ Values that are lists or mappings (e.g. betas) are stored as JSON text. Read it 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import write_bytes, write_text
 from .collect import hardware_of, packages_of
 from .paths import PATH_COLUMNS, shown_path
+from .tables_io import write_frame
 
 __all__ = ["runs_frame", "write_runs_table"]
 
@@ -84,14 +83,4 @@ def runs_frame(records: list[dict], times: pd.DataFrame) -> pd.DataFrame:
 
 def write_runs_table(frame: pd.DataFrame, out: Path) -> Path:
     """runs.parquet (atomically), or runs.csv when pyarrow is missing; returns the path written."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        path = Path(out) / "runs.csv"
-        write_text(path, frame.to_csv(index=False))
-        return path
-    path = Path(out) / "runs.parquet"
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    write_bytes(path, buf.getvalue())
-    return path
+    return write_frame(frame, out, "runs")

@@ -27,12 +27,28 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..atomic import write_text  # noqa: E402
-from .aggregate import N_BOOT, iqm, probability_of_improvement, scores, stratified_bootstrap_ci  # noqa: E402
+from .aggregate import (  # noqa: E402
+    N_BOOT,
+    cross_dataset,
+    iqm,
+    no_ci_reason,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+)
+from .blocks import block_means, grid, mark  # noqa: E402
 from .collect import OPTIMIZER_ORDER, _ordered  # noqa: E402
 from .palette import styles  # noqa: E402
 from .paths import section_heading, section_title  # noqa: E402
 from .tables import markdown_table  # noqa: E402
-from .time_to_target import TAU_MAX, benchmark_score, performance_ratios, profile, run_times, targets  # noqa: E402
+from .time_to_target import (  # noqa: E402
+    TAU_MAX,
+    benchmark_score,
+    missed,
+    performance_ratios,
+    profile,
+    run_times,
+    targets,
+)
 
 __all__ = ["is_self_tuning", "write_self_tuning", "tuned_reference"]
 
@@ -66,46 +82,56 @@ def write_self_tuning(
     candidate: str,
     reference: str = "adamw",
     tuned: Optional[pd.Series] = None,
+    attempts: Optional[pd.DataFrame] = None,
 ) -> Optional[dict]:
     """Writes self_tuning.{md,csv,png} for one self-tuning section; None when the candidate is absent."""
     if candidate not in set(runs["optimizer"]):
         return None
-    runs = runs.assign(score=scores(runs))
-    optimizers = _ordered(runs["optimizer"], OPTIMIZER_ORDER)
-    datasets = sorted(runs["dataset"].unique())
-    acc = {
-        o: {d: g["final_eval_acc"].to_numpy() for d, g in runs[runs["optimizer"] == o].groupby("dataset")}
-        for o in optimizers
-    }
+    g = grid(runs, attempts)  # the section's per-dataset blocks (runners/report/blocks.py)
+    across = cross_dataset(g, candidate).get("table").set_index("optimizer")
+    optimizers = _ordered(g["optimizer"], OPTIMIZER_ORDER)
+    datasets = sorted(g["dataset"].unique())
+    best, chance = block_means(g).max(axis=1), g.groupby("dataset")["chance"].first()
+    acc = {o: {d: b["acc"].to_numpy() for d, b in g[g["optimizer"] == o].groupby("dataset")} for o in optimizers}
+    missing = g[~g["counted"]].groupby(["optimizer", "dataset"]).size()
     rows = []
     for k, opt in enumerate(optimizers):
-        r = runs[runs["optimizer"] == opt]
+        mine = g[g["optimizer"] == opt]
         for scope in [*datasets, ALL]:
-            s = r if scope == ALL else r[r["dataset"] == scope]
-            if s.empty:
-                continue
-            low, high = stratified_bootstrap_ci(s["score"], s["dataset"], iqm, seed=k)
+            s = mine if scope == ALL else mine[mine["dataset"] == scope]
+            miss = int(missing.get(opt, pd.Series(dtype=int)).sum() if scope == ALL else missing.get((opt, scope), 0))
             row = {
                 "scope": scope,
                 "optimizer": opt,
-                "runs": len(s),
-                "diverged": int((s["status"] == "diverged").sum()),
-                "mean_acc": float(s["final_eval_acc"].mean()),
-                "iqm": float(iqm(s["score"])),
-                "iqm_low": low,
-                "iqm_high": high,
+                "runs": int(s["counted"].sum()),
+                "diverged": int(((s["status"] == "diverged") & s["counted"]).sum()),
+                "missing": miss,
             }
+            if scope == ALL:  # each dataset once: its block's mean, then across datasets
+                a = across.loc[opt]
+                row.update(mean_acc=float(s.groupby("dataset")["acc"].mean().mean()), iqm=a["iqm"])
+                row.update(iqm_low=a["iqm_low"], iqm_high=a["iqm_high"], no_ci=a["no_ci"])
+            else:
+                span = best[scope] - chance[scope]
+                score = (s["acc"] - chance[scope]) / span if span > 0 else s["acc"] * 0.0
+                row.update(mean_acc=float(s["acc"].mean()), iqm=float(iqm(score)), no_ci=no_ci_reason(miss, len(s)))
+                low, high = (np.nan, np.nan) if row["no_ci"] else stratified_bootstrap_ci(score, s["dataset"], iqm, seed=k)
+                row.update(iqm_low=low, iqm_high=high)
             if opt != candidate:
-                x = acc[opt] if scope == ALL else {scope: acc[opt].get(scope, [])}
-                y = acc[candidate] if scope == ALL else {scope: acc[candidate].get(scope, [])}
-                if all(len(v) for v in x.values()) and set(x) & set(y):
-                    row["poi"], row["poi_low"], row["poi_high"] = probability_of_improvement(x, y, seed=k)
+                x = acc[opt] if scope == ALL else {scope: acc[opt][scope]}
+                y = acc[candidate] if scope == ALL else {scope: acc[candidate][scope]}
+                row["poi"], row["poi_low"], row["poi_high"] = probability_of_improvement(x, y, seed=k)
+                theirs = int(missing.get(candidate, pd.Series(dtype=int)).sum() if scope == ALL else missing.get((candidate, scope), 0))
+                if row["no_ci"] or no_ci_reason(theirs, len(s)):
+                    row["poi_low"] = row["poi_high"] = np.nan
             if tuned is not None and scope in tuned.index:
                 row["minus_tuned_" + reference] = row["mean_acc"] - float(tuned[scope])
             rows.append(row)
     table = pd.DataFrame(rows)
     target_of = targets(runs, reference)
     times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of) if target_of else pd.DataFrame()
+    if target_of:  # a miss never reaches the target (blocks.py)
+        times = pd.concat([times, missed(runs, attempts, target_of)], ignore_index=True)
     ratios = performance_ratios(times) if not times.empty else pd.DataFrame()
     score = benchmark_score(ratios) if not ratios.empty else pd.Series(dtype=float)
     table["algoperf_score"] = table["optimizer"].map(score).where(table["scope"] == ALL)
@@ -116,8 +142,12 @@ def write_self_tuning(
     return {"table": table.to_dict(orient="records"), "algoperf_score": score.to_dict(), "verdict": verdict}
 
 
-def _ci(v, low, high, digits=2) -> str:
-    return "–" if pd.isna(v) else f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+def _ci(v, low, high, digits=2, why="") -> str:
+    if pd.isna(v):
+        return "–"
+    if pd.isna(low):  # blocks.py's rule gives no interval here
+        return f"{v:.{digits}f} (no CI{': ' + why if why else ''})"
+    return f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _markdown(table, score, target_of, candidate, reference, section, verdict) -> str:
@@ -128,9 +158,13 @@ def _markdown(table, score, target_of, candidate, reference, section, verdict) -
     text = [
         section_heading("Self-tuning, every optimizer at its published defaults", section),
         "One fixed configuration per optimizer for every dataset (AlgoPerf's self-tuning ruleset), each with "
-        "its own published schedule (trainer.schedule=recipe). Score of a run: (accuracy − chance) / (best "
-        "optimizer's mean − chance) on its dataset, a diverged run 0; IQM = mean of the middle 50% of the "
-        f"runs' scores; 95% CIs from a bootstrap of runs within datasets ({N_BOOT} resamples). P(X > "
+        "its own published schedule (trainer.schedule=recipe). The runs counted are the section's per-dataset "
+        "blocks (runners/report/blocks.py): a seed any optimizer ran on a dataset is owed by every optimizer, and "
+        "a miss (failed, interrupted, never run) counts at chance like a diverged run, marked `(k missing)`, with "
+        "no interval. Score of a run: (accuracy − chance) / (best optimizer's block mean − chance) on its "
+        "dataset; per dataset, IQM = mean of the middle 50% of the runs' scores; across datasets, the IQM of "
+        "the datasets' scores, each dataset once (as in aggregate.md); 95% CIs from a bootstrap of runs "
+        f"within datasets ({N_BOOT} resamples). P(X > "
         f"{candidate}): the chance that a run of X beats a run of {candidate} on the same dataset, averaged "
         "over datasets; 0.5 = no difference.\n",
         "## Verdict\n",
@@ -141,10 +175,10 @@ def _markdown(table, score, target_of, candidate, reference, section, verdict) -
         lines = []
         for r in part.itertuples():
             cells = [
-                r.optimizer,
+                mark(r.optimizer, r.missing),
                 f"{r.runs} ({r.diverged})",
                 f"{r.mean_acc:.2f}",
-                _ci(r.iqm, r.iqm_low, r.iqm_high, 3),
+                _ci(r.iqm, r.iqm_low, r.iqm_high, 3, r.no_ci),
                 _ci(getattr(r, "poi", np.nan), getattr(r, "poi_low", np.nan), getattr(r, "poi_high", np.nan)),
             ]
             if tuned_col in table:
@@ -181,7 +215,7 @@ def _verdict(table, score, candidate, datasets, tuned, reference) -> str:
     me = pooled.loc[candidate]
     parts = [
         f"Over {len(datasets)} dataset(s) ({', '.join(datasets)}), {candidate}'s IQM score is "
-        f"{me['iqm']:.3f} [{me['iqm_low']:.3f}, {me['iqm_high']:.3f}]; the highest is {best}'s "
+        f"{_ci(me['iqm'], me['iqm_low'], me['iqm_high'], 3, me['no_ci'])}; the highest is {best}'s "
         f"({pooled.loc[best, 'iqm']:.3f})."
     ]
     if beats:

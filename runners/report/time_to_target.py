@@ -6,7 +6,8 @@
   target; infinity when it never gets there or diverged (runners.outcomes). Evaluation points are
   every few steps when every run of the section with points has evals.csv (trainer.eval_every_steps),
   else the ends of epochs;
-* an optimizer's time on a dataset: the median over seeds (so infinity when most seeds never arrive);
+* an optimizer's time on a dataset: the median over the seeds of the section's grid, a miss (a seed
+  without a counted run, runners/report/blocks.py) at infinity (so infinity when most never arrive);
 * performance ratio r = t / (the fastest optimizer's t on that dataset); profile rho(tau) = share of
   datasets with r <= tau; benchmark score = integral of rho from 1 to 4, divided by 3 (1 = fastest
   everywhere, 0 = never within 4x of the fastest).
@@ -23,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_text
+from ..outcomes import COUNTED
+from .blocks import grid, mark
 from .collect import OPTIMIZER_ORDER, _ordered
 from .paths import section_heading, section_title
 from .tables import markdown_table
@@ -35,6 +38,8 @@ __all__ = [
     "profile",
     "benchmark_score",
     "write_time_to_target",
+    "time_to_target",
+    "missed",
     "TAU_MAX",
 ]
 
@@ -106,28 +111,33 @@ def write_time_to_target(
     section: str,
     reference: str = "adamw",
     fixed: Optional[float] = None,
+    attempts: Optional[pd.DataFrame] = None,
 ) -> tuple[Optional[dict], pd.DataFrame]:
-    """Writes time_to_target.{md,csv} and performance_profile.png; returns (summary, per-run times)."""
-    target_of = targets(runs, reference, fixed)
-    if not target_of:
+    """Writes time_to_target.{md,csv} and performance_profile.png; returns (summary, per-run times).
+    ``attempts``: the section's runs of every status; a cell of its grid without a counted run is a miss
+    (runners/report/blocks.py) and never reaches the target."""
+    result = time_to_target(runs, curves, reference, fixed, attempts)
+    if result is None:
         write_text(
             out / "time_to_target.md",
             section_heading("Time to target", section) + "\nNo target: the reference optimizer "
             f"{reference!r} has no runs here (python -m runners.report --target-reference NAME, or --target ACC).\n",
         )
         return None, pd.DataFrame()
-    times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of)
-    write_text(out / "time_to_target.csv", times.drop(columns="run_dir").to_csv(index=False))
-    ratios = performance_ratios(times)
-    score = benchmark_score(ratios)
+    target_of, times, all_times = result["targets"], result["times"], result["all_times"]
+    ratios, score, label = result["ratios"], result["score"], result["label"]
+    write_text(out / "time_to_target.csv", all_times.drop(columns="run_dir").to_csv(index=False))
     taus = np.linspace(1.0, TAU_MAX, 301)
-    _plot(profile(ratios, taus), score, out, section)
+    _plot(profile(ratios, taus), score, out, section, label)
     optimizers = _ordered(ratios.columns, OPTIMIZER_ORDER)
-    med = times.groupby(["dataset", "optimizer"])[["steps", "epochs", "seconds"]].median()
-    diverged = set(runs.loc[runs["status"] == "diverged", "run_dir"]) if "status" in runs else set()
+    med = all_times.groupby(["dataset", "optimizer"])[["steps", "epochs", "seconds"]].median()
     reached = (
-        times.assign(hit=np.isfinite(times["steps"]), diverged=times["run_dir"].isin(diverged))
-        .groupby(["dataset", "optimizer"])[["hit", "diverged"]]
+        all_times.assign(
+            hit=np.isfinite(all_times["steps"]),
+            diverged=all_times["status"] == "diverged",
+            missing=~all_times["status"].isin(COUNTED),
+        )
+        .groupby(["dataset", "optimizer"])[["hit", "diverged", "missing"]]
         .agg(["sum", "count"])
     )
 
@@ -139,16 +149,18 @@ def write_time_to_target(
         m, h = med.loc[(d, o)], reached.loc[(d, o)]
         seconds = "" if mixed else f", {m['seconds']:.1f} s"  # seconds only compare on one hardware
         text = "never" if not math.isfinite(m["steps"]) else f"{m['steps']:.0f} steps{seconds}"
-        lost = int(h[("diverged", "sum")])
-        return f"{text} ({int(h[('hit', 'sum')])}/{int(h[('hit', 'count')])}" + (f", {lost} diverged)" if lost else ")")
+        lost, miss = int(h[("diverged", "sum")]), int(h[("missing", "sum")])
+        marks = (f", {lost} diverged" if lost else "") + (f", {miss} missing" if miss else "")
+        return f"{text} ({int(h[('hit', 'sum')])}/{int(h[('hit', 'count')])}{marks})"
 
     what = "every few steps (evals.csv)" if times.attrs["fine"] else "at the end of each epoch"
     source = f"{fixed:g}% on every dataset" if fixed is not None else f"the median final accuracy of {reference}"
     text = [
         section_heading("Time to target", section),
         f"Target per dataset: {source}. Evaluated {what}; a run's time is its first evaluation at or above "
-        "the target; a diverged run's is infinite. Cells: median over seeds (steps, training seconds) and "
-        "how many seeds reached it. "
+        "the target; a diverged run's is infinite, and so is a miss's (a seed of the section's grid without a "
+        "counted run: failed, interrupted or never run; runners/report/blocks.py). Cells: median over the "
+        "grid's seeds (steps, training seconds) and how many reached it. "
         "Ratios use steps: r = t / the fastest optimizer's t; the AlgoPerf benchmark score is the "
         f"integral of the profile ρ(τ) = share of datasets with r ≤ τ, from 1 to {TAU_MAX:g}, over "
         f"{TAU_MAX - 1:g} (1 = fastest everywhere)."
@@ -158,7 +170,7 @@ def write_time_to_target(
             [[d, f"{target_of[d]:.2f}"] + [cell(d, o) for o in optimizers] for d in sorted(target_of)],
         ),
         "\n## Benchmark score\n",
-        markdown_table(["optimizer", "score"], [[o, f"{score[o]:.3f}"] for o in optimizers]),
+        markdown_table(["optimizer", "score"], [[label[o], f"{score[o]:.3f}"] for o in optimizers]),
     ]
     write_text(out / "time_to_target.md", "\n".join(text) + "\n")
     summary = {
@@ -170,7 +182,46 @@ def write_time_to_target(
     return summary, times
 
 
-def _plot(prof: pd.DataFrame, score: pd.Series, out: Path, section: str) -> None:
+def time_to_target(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    reference: str = "adamw",
+    fixed: Optional[float] = None,
+    attempts: Optional[pd.DataFrame] = None,
+) -> Optional[dict]:
+    """The section's times to target and AlgoPerf scores (None without a target): ``targets``, ``times``
+    (one row per counted run), ``all_times`` (and one per miss of the grid, at infinity), ``ratios``,
+    ``score`` and ``label`` (each optimizer's name, marked where it has misses)."""
+    target_of = targets(runs, reference, fixed)
+    if not target_of:
+        return None
+    times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of)
+    status = runs.set_index("run_dir")["status"] if "status" in runs else pd.Series(dtype=object)
+    counted = times.assign(status=times["run_dir"].map(status).fillna("done"))
+    all_times = pd.concat([counted, missed(runs, attempts, target_of)], ignore_index=True)
+    all_times = all_times.sort_values(["dataset", "optimizer", "seed"], kind="stable").reset_index(drop=True)
+    all_times.attrs["fine"] = times.attrs["fine"]
+    ratios = performance_ratios(all_times)
+    missing = all_times[~all_times["status"].isin(COUNTED)].groupby("optimizer").size()
+    return {
+        "targets": target_of,
+        "times": times,
+        "all_times": all_times,
+        "ratios": ratios,
+        "score": benchmark_score(ratios),
+        "label": {o: mark(o, int(missing.get(o, 0))) for o in ratios.columns},
+    }
+
+
+def missed(runs: pd.DataFrame, attempts: Optional[pd.DataFrame], target_of: dict) -> pd.DataFrame:
+    """One row per miss of the section's grid on a dataset with a target: its time is infinite."""
+    g = grid(runs, attempts)
+    g = g[~g["counted"] & g["dataset"].isin(target_of)]
+    frame = g[["dataset", "optimizer", "seed", "status"]].assign(run_dir=None, target=g["dataset"].map(target_of))
+    return frame.assign(steps=math.inf, epochs=math.inf, seconds=math.inf)
+
+
+def _plot(prof: pd.DataFrame, score: pd.Series, out: Path, section: str, label: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +240,7 @@ def _plot(prof: pd.DataFrame, score: pd.Series, out: Path, section: str) -> None
             color=s["color"],
             ls=s["linestyle"],
             lw=1.6,
-            label=f"{opt} ({score[opt]:.2f})",
+            label=f"{label[opt]} ({score[opt]:.2f})",
         )
     ax.set_xlabel("τ (time-to-target ratio to the fastest, in steps)")
     ax.set_ylabel("share of datasets with ratio ≤ τ")
