@@ -267,7 +267,8 @@ def _plot(table, ratios, score, optimizers, candidate, out: Path, section: str) 
     for i, o in enumerate(optimizers):
         r = pooled.loc[o]
         ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - r["iqm_low"]], [r["iqm_high"] - r["iqm"]]], fmt="o", color=colour[o])
-    ax.set(yticks=y, yticklabels=optimizers, xlabel="IQM score (95% CI)", title="IQM across datasets")
+    marked = [mark(o, int(pooled.loc[o, "missing"])) for o in optimizers]  # an incomplete block, named
+    ax.set(yticks=y, yticklabels=marked, xlabel="IQM score (95% CI where complete)", title="IQM across datasets")
     ax.invert_yaxis()
     ax = axes[1]
     rivals = [o for o in optimizers if o != candidate and "poi" in pooled and not pd.isna(pooled.loc[o, "poi"])]
@@ -275,7 +276,8 @@ def _plot(table, ratios, score, optimizers, candidate, out: Path, section: str) 
         r = pooled.loc[o]
         ax.errorbar(r["poi"], i, xerr=[[r["poi"] - r["poi_low"]], [r["poi_high"] - r["poi"]]], fmt="o", color=colour[o])
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set(yticks=np.arange(len(rivals)), yticklabels=rivals, xlim=(0, 1), xlabel=f"P(X > {candidate})")
+    labels = [mark(o, int(pooled.loc[o, "missing"])) for o in rivals]
+    ax.set(yticks=np.arange(len(rivals)), yticklabels=labels, xlim=(0, 1), xlabel=f"P(X > {candidate})")
     ax.set_title(f"probability of improvement over {candidate}")
     ax.invert_yaxis()
     ax = axes[2]
