@@ -68,7 +68,13 @@ def test_a_dataset_where_every_run_failed_stays_in_the_grid_at_chance():
 
 def test_a_report_folder_is_rebuilt_from_its_own_tables_and_several_sources_merge(tmp_path):
     _issue_runs(tmp_path / "results")
+    one = tmp_path / "results/paper/mnist/adam/seed0/run.json"  # a run that recorded an absolute data root
+    info = json.loads(one.read_text())
+    info["config"]["data"]["root"] = str(tmp_path / "data")
+    one.write_text(json.dumps(info))
     build_report(tmp_path / "results", tmp_path / "report")
+    records = " ".join(pd.read_parquet(tmp_path / "report" / "runs.parquet")["record"])
+    assert f'"{tmp_path}' not in records and '"@checkout/' in records  # no absolute path in the table
     before = {p.name: p.read_bytes() for p in (tmp_path / "report" / "paper").iterdir()}
     shutil.rmtree(tmp_path / "results")  # the run folders are gone: the report's tables hold everything
     proc = subprocess.run(

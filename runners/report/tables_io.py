@@ -17,12 +17,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..atomic import write_bytes, write_text
 from .collect import ReportError
+from .paths import REPO
 
 __all__ = ["write_tables", "read_tables", "is_report", "TABLES"]
 
@@ -54,7 +56,11 @@ def write_frame(frame: pd.DataFrame, out: Path, stem: str) -> Path:
 def write_tables(runs: pd.DataFrame, read: list[dict], out: Path) -> Path:
     """runs (with each folder's record), epochs and evals tables; returns the runs table's path. An old
     evals table is removed where no run has evaluation points now."""
-    records = {r["run_dir"]: json.dumps({k: v for k, v in r.items() if k not in _ROWS.values()}) for r in read}
+    rows = set(_ROWS.values())
+    records = {
+        r["run_dir"]: json.dumps(_paths({k: v for k, v in r.items() if k not in rows}, _to_repo), sort_keys=True)
+        for r in read
+    }
     runs = runs.assign(record=runs["run_dir"].map(records)) if len(runs) else runs
     path = write_frame(runs, out, "runs")
     for stem, key in _ROWS.items():
@@ -93,12 +99,36 @@ def read_tables(folder: Path) -> list[dict]:
     rows = {stem: _by_run(_read_frame(folder, stem), f"{folder}/{stem}") for stem in _ROWS}
     read = []
     for text in runs["record"]:
-        record = json.loads(text)
+        record = _paths(json.loads(text), _from_repo)
         for stem, key in _ROWS.items():
             if record["run_dir"] in rows[stem]:
                 record[key] = rows[stem][record["run_dir"]]
         read.append(record)
     return read
+
+
+# An absolute path in a record (data.root, results_dir, ...) is kept relative to the checkout, so that no
+# machine's layout is committed, and made absolute again on reading: a rebuild sees what the run recorded.
+_REPO_PREFIX = "@checkout/"
+
+
+def _to_repo(value: str) -> str:
+    return _REPO_PREFIX + os.path.relpath(value, REPO) if os.path.isabs(value) else value
+
+
+def _from_repo(value: str) -> str:
+    if value.startswith(_REPO_PREFIX):
+        return os.path.normpath(os.path.join(REPO, value[len(_REPO_PREFIX) :]))
+    return value
+
+
+def _paths(value, convert):
+    """``value`` (a record without its rows) with every string path converted."""
+    if isinstance(value, dict):
+        return {k: _paths(v, convert) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_paths(v, convert) for v in value]
+    return convert(value) if isinstance(value, str) else value
 
 
 def _by_run(frame: pd.DataFrame, where: str) -> dict[str, list[dict]]:
