@@ -127,7 +127,9 @@ def test_a_diverging_optimizer_stays_in_every_table_at_chance(tmp_path):
     table = pd.read_csv(section / "table_final.csv").set_index("optimizer")
     assert table.loc["sgd_lr=1000", ["mean", "n", "attempted", "done", "diverged"]].tolist() == [10.0, 2, 2, 0, 2]
     assert "chance (0/2, 2 diverged)" in (section / "table_final.md").read_text()
-    assert "| sgd_lr=1000 | 2 (2) | 0 | 1 |" in (section / "aggregate.md").read_text()  # runs (diverged), missing, datasets
+    assert (
+        "| sgd_lr=1000 | 2 (2) | 0 | 1 |" in (section / "aggregate.md").read_text()
+    )  # runs (diverged), missing, datasets
     assert "never (0/2, 2 diverged)" in (section / "time_to_target.md").read_text()
     ttt = pd.read_csv(section / "time_to_target.csv")
     assert np.isinf(ttt[ttt["optimizer"] == "sgd_lr=1000"]["steps"]).all()

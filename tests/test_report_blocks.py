@@ -56,7 +56,10 @@ def test_a_seed_that_failed_never_reaches_the_target(tmp_path):
 
 def test_a_dataset_where_every_run_failed_stays_in_the_grid_at_chance():
     runs = pd.DataFrame(
-        [{"dataset": "a", "optimizer": o, "seed": 0, "final_eval_acc": 80.0, "num_classes": 10, "status": "done"} for o in "xy"]
+        [
+            {"dataset": "a", "optimizer": o, "seed": 0, "final_eval_acc": 80.0, "num_classes": 10, "status": "done"}
+            for o in "xy"
+        ]
     )
     attempts = pd.DataFrame(
         [{"dataset": "b", "optimizer": o, "seed": 0, "num_classes": 4, "status": "failed"} for o in "xy"]

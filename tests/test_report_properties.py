@@ -63,7 +63,9 @@ def frames(cells: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         if status == "absent":
             continue
         name = f"{d}/{o}/seed{s}"
-        attempts.append({"dataset": d, "optimizer": o, "seed": s, "status": status, "run_dir": name} | {"num_classes": CLASSES[d]})
+        attempts.append(
+            {"dataset": d, "optimizer": o, "seed": s, "status": status, "run_dir": name} | {"num_classes": CLASSES[d]}
+        )
         if status == "failed":
             continue
         final = acc if status == "done" else 100.0 / CLASSES[d]

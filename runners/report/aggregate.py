@@ -164,9 +164,7 @@ def cross_dataset(g: pd.DataFrame, candidate: str, n_boot: int = N_BOOT) -> dict
     score = dataset_scores(means, chance)
     best, span = means.max(axis=1), means.max(axis=1) - chance.reindex(means.index)
     marks = misses(g).set_index("optimizer")
-    values = {
-        o: {d: b["acc"].to_numpy() for d, b in g[g["optimizer"] == o].groupby("dataset")} for o in optimizers
-    }
+    values = {o: {d: b["acc"].to_numpy() for d, b in g[g["optimizer"] == o].groupby("dataset")} for o in optimizers}
     rows = []
     for k, opt in enumerate(optimizers):
         o = g[g["optimizer"] == opt]
@@ -184,9 +182,7 @@ def cross_dataset(g: pd.DataFrame, candidate: str, n_boot: int = N_BOOT) -> dict
         }
         datasets = list(means.index)
         blocks = [values[opt][d] for d in datasets]
-        transforms = [
-            (lambda x, c=chance[d], s=span[d]: (x - c) / s if s > 0 else np.zeros_like(x)) for d in datasets
-        ]
+        transforms = [(lambda x, c=chance[d], s=span[d]: (x - c) / s if s > 0 else np.zeros_like(x)) for d in datasets]
         for name, fn in (("mean", np.mean), ("median", np.median), ("iqm", iqm)):
             row[name] = float(fn(score[opt].to_numpy()))
             low = high = np.nan
@@ -254,8 +250,15 @@ def write_aggregate(
     else:
         cd = _critical_difference(ranked, ranks, out, label)
     write_text(out / "aggregate.csv", table.to_csv(index=False))
-    _plot(table.assign(label=table["optimizer"].map(label)), profile_within(ranked) if not ranked.empty else None, out, section)
-    write_text(out / "aggregate.md", render_aggregate(result, section, candidate, left_out_datasets(runs, attempts), cd))
+    _plot(
+        table.assign(label=table["optimizer"].map(label)),
+        profile_within(ranked) if not ranked.empty else None,
+        out,
+        section,
+    )
+    write_text(
+        out / "aggregate.md", render_aggregate(result, section, candidate, left_out_datasets(runs, attempts), cd)
+    )
     return {
         "table": table.astype(object).where(table.notna(), None).to_dict(orient="records"),
         "ranks": ranks.to_dict(),

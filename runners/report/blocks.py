@@ -93,7 +93,9 @@ def left_out_datasets(runs: pd.DataFrame, attempts: pd.DataFrame | None) -> list
     recorded without it): the grid cannot place chance there."""
     if attempts is None or attempts.empty:
         return []
-    known = set(runs["dataset"]) | (set(attempts.dropna(subset=["num_classes"])["dataset"]) if "num_classes" in attempts else set())
+    known = set(runs["dataset"]) | (
+        set(attempts.dropna(subset=["num_classes"])["dataset"]) if "num_classes" in attempts else set()
+    )
     return sorted(set(attempts["dataset"]) - known)
 
 

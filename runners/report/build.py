@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import pandas as pd
 
@@ -20,10 +21,10 @@ from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
 from .paths import section_title, shown_command, shown_path
 from .runs_table import runs_frame
-from .tables_io import is_report, read_tables, write_tables
 from .self_tuning import is_self_tuning, tuned_reference, write_self_tuning
 from .stats import paired_stats, write_stats
 from .tables import final_table, markdown_table, package_mixes, write_final_tables, write_overhead
+from .tables_io import is_report, read_tables, write_tables
 from .time_to_target import write_time_to_target
 from .tunability import write_tunability
 from .tuning import sensitivity, write_sensitivity, write_tuned_table

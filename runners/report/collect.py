@@ -146,7 +146,9 @@ def assemble(read: list[dict]) -> Collected:
         run["diverged_at_epoch"] = info.get("diverged_at_epoch")
         runs.append(run)
         attempts.append({**key, "status": run["status"]})
-        record.update(run, status=rec["status"])  # the runs table keeps "stale"; the statistics count what it finished as
+        record.update(
+            run, status=rec["status"]
+        )  # the runs table keeps "stale"; the statistics count what it finished as
     # In key order, not folder order: a sum over seeds then adds in the same order whatever the folders
     # are called (a float sum's last bits depend on its order).
     return Collected(

@@ -115,13 +115,19 @@ def write_self_tuning(
                 span = best[scope] - chance[scope]
                 score = (s["acc"] - chance[scope]) / span if span > 0 else s["acc"] * 0.0
                 row.update(mean_acc=float(s["acc"].mean()), iqm=float(iqm(score)), no_ci=no_ci_reason(miss, len(s)))
-                low, high = (np.nan, np.nan) if row["no_ci"] else stratified_bootstrap_ci(score, s["dataset"], iqm, seed=k)
+                low, high = (
+                    (np.nan, np.nan) if row["no_ci"] else stratified_bootstrap_ci(score, s["dataset"], iqm, seed=k)
+                )
                 row.update(iqm_low=low, iqm_high=high)
             if opt != candidate:
                 x = acc[opt] if scope == ALL else {scope: acc[opt][scope]}
                 y = acc[candidate] if scope == ALL else {scope: acc[candidate][scope]}
                 row["poi"], row["poi_low"], row["poi_high"] = probability_of_improvement(x, y, seed=k)
-                theirs = int(missing.get(candidate, pd.Series(dtype=int)).sum() if scope == ALL else missing.get((candidate, scope), 0))
+                theirs = int(
+                    missing.get(candidate, pd.Series(dtype=int)).sum()
+                    if scope == ALL
+                    else missing.get((candidate, scope), 0)
+                )
                 if row["no_ci"] or no_ci_reason(theirs, len(s)):
                     row["poi_low"] = row["poi_high"] = np.nan
             if tuned is not None and scope in tuned.index:
