@@ -108,7 +108,7 @@ def verdicts(cells: dict) -> dict:
 MUTATIONS = ("fail", "diverge", "remove")
 
 
-@settings(max_examples=100, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=60, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.filter_too_much])
 @given(run_sets(), st.sampled_from(OPTIMIZERS), st.sampled_from(MUTATIONS), st.data())
 def test_failing_diverging_or_removing_a_run_never_raises_its_optimizers_numbers(cells, x, how, data):
     mine = sorted(k for k, v in cells.items() if k[1] == x and v[0] in ("done", "diverged"))
@@ -136,7 +136,7 @@ def test_failing_diverging_or_removing_a_run_never_raises_its_optimizers_numbers
             assert new <= value + 1e-9, (how, cell, name, value, new)
 
 
-@settings(max_examples=60, deadline=None, print_blob=True)
+@settings(max_examples=30, deadline=None, print_blob=True)
 @given(run_sets(), st.randoms(use_true_random=False))
 def test_reordering_runs_changes_no_number(cells, rnd):
     runs, attempts, _ = frames(cells)
