@@ -403,9 +403,11 @@ def _plot(table: pd.DataFrame, profile: Optional[pd.DataFrame], out: Path, secti
     ax.grid(True, axis="x", alpha=0.3)
     ax = axes[0, 1]
     if profile is not None:
+        marked = dict(zip(table["optimizer"], table["label"]))
         for opt in profile.columns:
             s = style[opt]
-            ax.step(profile.index, profile[opt], where="post", color=s["color"], ls=s["linestyle"], label=opt, lw=1.6)
+            name = marked.get(opt, opt)  # an incomplete optimizer's mark here too
+            ax.step(profile.index, profile[opt], where="post", color=s["color"], ls=s["linestyle"], label=name, lw=1.6)
         ax.set_xlabel("τ (accuracy points behind the best)")
         ax.set_ylabel("share of datasets within τ")
         ax.set_ylim(-0.02, 1.02)
