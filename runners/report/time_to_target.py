@@ -193,6 +193,8 @@ def time_to_target(
     (one row per counted run), ``all_times`` (and one per miss of the grid, at infinity), ``ratios``,
     ``score`` and ``label`` (each optimizer's name, marked where it has misses)."""
     target_of = targets(runs, reference, fixed)
+    if fixed is not None and attempts is not None and len(attempts):  # a dataset where every run failed stays
+        target_of.update({d: float(fixed) for d in attempts["dataset"].unique()})
     if not target_of:
         return None
     times = run_times(runs[runs["dataset"].isin(target_of)], curves, target_of)
