@@ -27,7 +27,7 @@ import json  # noqa: E402
 
 from runners.atomic import write_json  # noqa: E402 - the checkout's runners, above
 from runners.outcomes import COUNTED  # noqa: E402
-from runners.report.aggregate import write_aggregate  # noqa: E402
+from runners.report.aggregate_files import write_aggregate  # noqa: E402
 from runners.report.collect import folder_labels  # noqa: E402
 from runners.report.page import write_page  # noqa: E402
 from runners.report.stats import paired_stats, write_stats  # noqa: E402

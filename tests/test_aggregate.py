@@ -14,6 +14,7 @@ from scipy import stats
 from runners.report import aggregate as A
 from runners.report import build_report
 from runners.report import time_to_target as TT
+from runners.report.aggregate_files import write_aggregate
 from runners.report.runs_table import runs_frame, write_runs_table
 
 from .test_harness import ROOT
@@ -98,7 +99,7 @@ def test_aggregate_writes_the_cd_diagram_for_3_by_3_and_a_note_below(tmp_path):
             for j, o in enumerate(["thermolion", "adamw", "lion"])
         }
     )
-    result = A.write_aggregate(big, tmp_path, "s", "thermolion")
+    result = write_aggregate(big, tmp_path, "s", "thermolion")
     assert (tmp_path / "critical_difference.png").stat().st_size > 5000 and result["nemenyi"] is not None
     assert result["friedman"]["p"] < 1 and (tmp_path / "aggregate.png").exists()
     table = pd.read_csv(tmp_path / "aggregate.csv")
@@ -106,7 +107,7 @@ def test_aggregate_writes_the_cd_diagram_for_3_by_3_and_a_note_below(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     two = big[big["dataset"] != "d3"]
-    result = A.write_aggregate(two, small, "s", "thermolion")
+    result = write_aggregate(two, small, "s", "thermolion")
     assert result["nemenyi"] is None and not (small / "critical_difference.png").exists()
     assert "not enough datasets" in (small / "aggregate.md").read_text()
 
@@ -257,7 +258,7 @@ def test_one_run_per_dataset_and_two_datasets_give_no_interval_and_no_rank_test(
             for j, o in enumerate(["thermolion", "adamw", "lion"])
         }
     )
-    result = A.write_aggregate(runs, tmp_path, "s", "thermolion")
+    result = write_aggregate(runs, tmp_path, "s", "thermolion")
     text = (tmp_path / "aggregate.md").read_text()
     table = text.split("## Ranks")[0]
     assert table.count("(no CI: 1 run on a dataset)") == 3 * 3 + 2  # mean, median, IQM of each; P of two
@@ -271,5 +272,5 @@ def test_one_run_per_dataset_and_two_datasets_give_no_interval_and_no_rank_test(
         }
     )
     (tmp_path / "two").mkdir()
-    result = A.write_aggregate(two, tmp_path / "two", "s", "thermolion")
+    result = write_aggregate(two, tmp_path / "two", "s", "thermolion")
     assert "no CI" not in (tmp_path / "two" / "aggregate.md").read_text() and result["friedman"] is not None

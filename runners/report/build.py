@@ -15,7 +15,7 @@ import pandas as pd
 from ..atomic import write_json, write_text
 from ..outcomes import recorded_warnings
 from ..run_folder import find_runs
-from .aggregate import write_aggregate
+from .aggregate_files import write_aggregate
 from .collect import OPTIMIZER_ORDER, Collected, ReportError, _ordered, assemble, read_run
 from .figures import plot_convergence, plot_phase
 from .paper import write_paper_comparison
