@@ -34,8 +34,9 @@ it can be rebuilt.
 
 One module per job: ``collect`` (reading run folders), ``tables_io`` (the report's own tables, written
 and read back), ``blocks`` (the grid every cross-dataset verdict uses), ``tables``, ``stats`` (per-dataset
-paired tests), ``aggregate`` (cross-dataset statistics) and ``aggregate_files`` (their files), ``time_to_target``, ``tunability``, ``tuning`` (lr
-sensitivity, tuned re-runs), ``figures``, ``runs_table``, ``paper``, and ``build`` (the driver).
+paired tests), ``aggregate`` (cross-dataset statistics) and ``aggregate_files`` (their files),
+``time_to_target``, ``tunability``, ``tuning`` (lr sensitivity, tuned re-runs), ``figures``, ``runs_table``,
+``paper``, and ``build`` (the driver).
 """
 
 from .build import build_report, main
